@@ -1,0 +1,53 @@
+/**
+ * File-level entry points: transcode a Parquet file on disk into another (encrypt, decrypt, re-key)
+ * through a temporary file that is renamed into place only when complete, so a failure never
+ * leaves partial output under the target name.
+ *
+ * @module
+ */
+
+import { dirname } from "node:path";
+import { fileSource, FileSink } from "./io.ts";
+import { type DecryptionOptions, ParquetReader } from "./reader.ts";
+import { transcode, type TranscodeOptions, type TranscodeResult } from "./writer.ts";
+
+/** Opens a file for module-level reading. */
+export async function openParquetFile(path: string, options: DecryptionOptions = {}): Promise<ParquetReader> {
+  const source = await fileSource(path);
+  try {
+    return await ParquetReader.open(source, options);
+  } catch (e) {
+    source.close();
+    throw e;
+  }
+}
+
+/**
+ * Transcodes `input` into `output`: with `options.encryption` the output is encrypted, without it
+ * the output is plaintext Parquet. `decryption` opens the input (plaintext inputs need none).
+ */
+export async function transcodeFile(
+  input: string,
+  output: string,
+  decryption: DecryptionOptions,
+  options: TranscodeOptions,
+): Promise<TranscodeResult> {
+  const reader = await openParquetFile(input, decryption);
+  const suffix = Array.from(crypto.getRandomValues(new Uint8Array(6)), (b) => b.toString(16).padStart(2, "0")).join("");
+  const tmp = `${dirname(output)}/.${output.split("/").pop()}.tmp-${suffix}`;
+  let sink: FileSink | undefined;
+  try {
+    sink = await FileSink.create(tmp);
+    const result = await transcode(reader, sink, options);
+    await sink.close();
+    sink = undefined;
+    await Deno.rename(tmp, output);
+    return result;
+  } catch (e) {
+    if (sink) await sink.close().catch(() => {});
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  } finally {
+    reader.close();
+  }
+}
