@@ -104,7 +104,11 @@ export async function encryptModule(
       ab(plaintext),
     );
   } else {
-    body = await crypto.subtle.encrypt({ name: "AES-CTR", counter: ab(ctrCounter(iv)), length: 32 }, key.ctr, ab(plaintext));
+    body = await crypto.subtle.encrypt(
+      { name: "AES-CTR", counter: ab(ctrCounter(iv)), length: 32 },
+      key.ctr,
+      ab(plaintext),
+    );
   }
   const out = new Uint8Array(4 + NONCE + body.byteLength);
   new DataView(out.buffer).setUint32(0, NONCE + body.byteLength, true);
@@ -123,7 +127,9 @@ export function moduleSize(buf: Uint8Array, offset: number, limit: number, ciphe
   }
   const len = new DataView(buf.buffer, buf.byteOffset + offset, 4).getUint32(0, true);
   const min = cipher === "gcm" ? NONCE + TAG : NONCE;
-  if (len < min) throw new PmeFormatError(`encrypted module length ${len} is shorter than its ${min}-byte framing`);
+  if (len < min) {
+    throw new PmeFormatError(`encrypted module length ${len} is shorter than its ${min}-byte framing`);
+  }
   if (4 + len > limit || offset + 4 + len > buf.length) {
     throw new PmeFormatError(`encrypted module of ${4 + len} bytes runs past the available ${limit} bytes`);
   }
@@ -149,11 +155,19 @@ export async function decryptModule(
   try {
     if (cipher === "gcm") {
       return new Uint8Array(
-        await crypto.subtle.decrypt({ name: "AES-GCM", iv: ab(iv), additionalData: ab(aad), tagLength: 128 }, key.gcm, ab(body)),
+        await crypto.subtle.decrypt(
+          { name: "AES-GCM", iv: ab(iv), additionalData: ab(aad), tagLength: 128 },
+          key.gcm,
+          ab(body),
+        ),
       );
     }
     return new Uint8Array(
-      await crypto.subtle.decrypt({ name: "AES-CTR", counter: ab(ctrCounter(iv)), length: 32 }, key.ctr, ab(body)),
+      await crypto.subtle.decrypt(
+        { name: "AES-CTR", counter: ab(ctrCounter(iv)), length: 32 },
+        key.ctr,
+        ab(body),
+      ),
     );
   } catch (e) {
     if (e instanceof DOMException && e.name === "OperationError") {
@@ -188,6 +202,10 @@ export async function verifyFooterSignature(
 }
 
 async function gcmTag(key: AesKey, iv: Uint8Array, data: Uint8Array, aad: Uint8Array): Promise<Uint8Array> {
-  const out = await crypto.subtle.encrypt({ name: "AES-GCM", iv: ab(iv), additionalData: ab(aad), tagLength: 128 }, key.gcm, ab(data));
+  const out = await crypto.subtle.encrypt(
+    { name: "AES-GCM", iv: ab(iv), additionalData: ab(aad), tagLength: 128 },
+    key.gcm,
+    ab(data),
+  );
   return new Uint8Array(out, out.byteLength - TAG, TAG);
 }

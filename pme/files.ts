@@ -7,7 +7,7 @@
  */
 
 import { dirname } from "node:path";
-import { fileSource, FileSink } from "./io.ts";
+import { FileSink, fileSource } from "./io.ts";
 import { type DecryptionOptions, ParquetReader } from "./reader.ts";
 import { transcode, type TranscodeOptions, type TranscodeResult } from "./writer.ts";
 
@@ -33,7 +33,8 @@ export async function transcodeFile(
   options: TranscodeOptions,
 ): Promise<TranscodeResult> {
   const reader = await openParquetFile(input, decryption);
-  const suffix = Array.from(crypto.getRandomValues(new Uint8Array(6)), (b) => b.toString(16).padStart(2, "0")).join("");
+  const suffix = Array.from(crypto.getRandomValues(new Uint8Array(6)), (b) => b.toString(16).padStart(2, "0"))
+    .join("");
   const tmp = `${dirname(output)}/.${output.split("/").pop()}.tmp-${suffix}`;
   let sink: FileSink | undefined;
   try {

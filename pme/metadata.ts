@@ -83,7 +83,11 @@ export const PH = {
 } as const;
 
 /** DataPageHeaderV2 field ids used here. */
-export const DPH2 = { definitionLevelsByteLength: 5, repetitionLevelsByteLength: 6, isCompressed: 7 } as const;
+export const DPH2 = {
+  definitionLevelsByteLength: 5,
+  repetitionLevelsByteLength: 6,
+  isCompressed: 7,
+} as const;
 
 /** Page types. */
 export enum PageType {
@@ -125,7 +129,13 @@ export function parseAlgorithm(s: TStruct): AlgorithmInfo {
   const gcm = s.struct(ALG.gcmV1);
   const ctr = s.struct(ALG.gcmCtrV1);
   const inner = gcm ?? ctr;
-  if (!inner) throw new PmeUnsupportedError("unknown encryption algorithm in file", {}, "only AES_GCM_V1 and AES_GCM_CTR_V1 exist");
+  if (!inner) {
+    throw new PmeUnsupportedError(
+      "unknown encryption algorithm in file",
+      {},
+      "only AES_GCM_V1 and AES_GCM_CTR_V1 exist",
+    );
+  }
   return {
     algorithm: gcm ? "AES_GCM_V1" : "AES_GCM_CTR_V1",
     aadPrefix: inner.bin(AES.aadPrefix),

@@ -13,12 +13,20 @@ export {
   type ColumnEncryption,
   type ColumnInfo,
   type DecryptionOptions,
+  type FooterInfo,
   type FooterMode,
   type KeyRequest,
   type KeyRetriever,
   type Page,
   ParquetReader,
+  peekFooter,
 } from "./reader.ts";
-export { type ColumnKey, type EncryptionOptions, transcode, type TranscodeOptions, type TranscodeResult } from "./writer.ts";
+export {
+  type ColumnKey,
+  type EncryptionOptions,
+  transcode,
+  type TranscodeOptions,
+  type TranscodeResult,
+} from "./writer.ts";
 export { openParquetFile, transcodeFile } from "./files.ts";
 export { decodeStruct, encodeStruct, TStruct } from "./thrift.ts";

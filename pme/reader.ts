@@ -9,8 +9,15 @@
 
 import { crc32 } from "node:zlib";
 import { decodeStruct, TStruct } from "./thrift.ts";
-import { AesKey, decryptModule, moduleSize, type ModuleCipher, SIGNATURE_LENGTH, verifyFooterSignature } from "./cipher.ts";
-import { fileAad, moduleAad, ModuleType, MODULE_NAMES } from "./aad.ts";
+import {
+  AesKey,
+  decryptModule,
+  type ModuleCipher,
+  moduleSize,
+  SIGNATURE_LENGTH,
+  verifyFooterSignature,
+} from "./cipher.ts";
+import { fileAad, MODULE_NAMES, moduleAad, ModuleType } from "./aad.ts";
 import {
   PmeAadPrefixError,
   PmeAuthError,
@@ -53,7 +60,10 @@ export interface KeyRequest {
  * Maps key metadata (opaque bytes stored in the file) to key bytes. Returns null/undefined when
  * the key is not available to this caller; may throw to report KMS errors.
  */
-export type KeyRetriever = (keyMetadata: Uint8Array, request: KeyRequest) => Promise<Uint8Array | null | undefined>;
+export type KeyRetriever = (
+  keyMetadata: Uint8Array,
+  request: KeyRequest,
+) => Promise<Uint8Array | null | undefined>;
 
 /** Reader-side decryption options. */
 export interface DecryptionOptions {
@@ -122,6 +132,79 @@ export function locate<T>(loc: PmeLocation, fn: () => Promise<T>): Promise<T> {
   return fn().catch((e) => {
     throw e instanceof PmeError ? e.at(loc) : e;
   });
+}
+
+/** What a file says about its encryption before any key is used. */
+export interface FooterInfo {
+  mode: FooterMode;
+  algorithm?: AlgorithmInfo;
+  footerKeyMetadata?: Uint8Array;
+}
+
+/**
+ * Reads a file's magic and crypto metadata without keys: footer mode, algorithm, AAD-prefix
+ * storage and footer key metadata.
+ */
+export async function peekFooter(source: ByteSource): Promise<FooterInfo> {
+  return await locate({ file: source.name }, async () => {
+    const { magic, footer } = await readTail(source);
+    if (magic === MAGIC_ENC) {
+      const fcm = locateFooter(() => decodeStruct(footer, 0, "FileCryptoMetaData")).struct;
+      const alg = fcm.struct(FCM.encryptionAlgorithm);
+      if (!alg) {
+        throw new PmeFormatError("FileCryptoMetaData has no encryption algorithm", { module: "footer" });
+      }
+      return {
+        mode: "encrypted",
+        algorithm: parseAlgorithm(alg),
+        footerKeyMetadata: fcm.bin(FCM.keyMetadata),
+      };
+    }
+    const fmd = locateFooter(() => decodeStruct(footer, 0, "footer FileMetaData")).struct;
+    const alg = fmd.struct(FMD.encryptionAlgorithm);
+    if (!alg) return { mode: "plaintext" };
+    return {
+      mode: "signed",
+      algorithm: parseAlgorithm(alg),
+      footerKeyMetadata: fmd.bin(FMD.footerSigningKeyMetadata),
+    };
+  });
+}
+
+async function readTail(source: ByteSource): Promise<{ magic: string; footer: Uint8Array }> {
+  if (source.size < 12) {
+    throw new PmeFormatError(
+      `file has ${source.size} bytes, too short for Parquet`,
+      {},
+      "the file is truncated or not Parquet",
+    );
+  }
+  const head = textDecoder.decode(await source.read(0, 4));
+  const tail = await source.read(source.size - 8, 8);
+  const footerLen = new DataView(tail.buffer, tail.byteOffset, 8).getUint32(0, true);
+  const magic = textDecoder.decode(tail.subarray(4));
+  if (magic !== MAGIC_PLAIN && magic !== MAGIC_ENC) {
+    throw new PmeFormatError(
+      `file does not end with PAR1 or PARE (found ${JSON.stringify(magic)})`,
+      {},
+      "the file is truncated or not Parquet",
+    );
+  }
+  if (head !== magic) {
+    throw new PmeFormatError(
+      `file starts with ${JSON.stringify(head)} but ends with ${magic}`,
+      {},
+      "the file is damaged",
+    );
+  }
+  if (footerLen + 12 > source.size) {
+    throw new PmeFormatError(
+      `footer length ${footerLen} exceeds the file size ${source.size}`,
+      {},
+      "the file is truncated",
+    );
+  }
+  return { magic, footer: await source.read(source.size - 8 - footerLen, footerLen) };
 }
 
 /** A Parquet file opened for module-level reading. */
@@ -216,33 +299,15 @@ export class ParquetReader {
   }
 
   static async #open(source: ByteSource, options: DecryptionOptions): Promise<ParquetReader> {
-    if (source.size < 12) {
-      throw new PmeFormatError(`file has ${source.size} bytes, too short for Parquet`, {}, "the file is truncated or not Parquet");
-    }
-    const head = textDecoder.decode(await source.read(0, 4));
-    const tail = await source.read(source.size - 8, 8);
-    const footerLen = new DataView(tail.buffer, tail.byteOffset, 8).getUint32(0, true);
-    const magic = textDecoder.decode(tail.subarray(4));
-    if (magic !== MAGIC_PLAIN && magic !== MAGIC_ENC) {
-      throw new PmeFormatError(
-        `file does not end with PAR1 or PARE (found ${JSON.stringify(magic)})`,
-        {},
-        "the file is truncated or not Parquet",
-      );
-    }
-    if (head !== magic) {
-      throw new PmeFormatError(`file starts with ${JSON.stringify(head)} but ends with ${magic}`, {}, "the file is damaged");
-    }
-    if (footerLen + 12 > source.size) {
-      throw new PmeFormatError(`footer length ${footerLen} exceeds the file size ${source.size}`, {}, "the file is truncated");
-    }
-    const footer = await source.read(source.size - 8 - footerLen, footerLen);
+    const { magic, footer } = await readTail(source);
     if (magic === MAGIC_ENC) return await ParquetReader.#openEncryptedFooter(source, options, footer);
     const { struct: fmd, length } = locateFooter(() => decodeStruct(footer, 0, "footer FileMetaData"));
     const algStruct = fmd.struct(FMD.encryptionAlgorithm);
     if (!algStruct) {
       if (length !== footer.length) {
-        throw new PmeFormatError(`${footer.length - length} unexpected bytes after the footer`, { module: "footer" });
+        throw new PmeFormatError(`${footer.length - length} unexpected bytes after the footer`, {
+          module: "footer",
+        });
       }
       return new ParquetReader(source, options, { mode: "plaintext", metadata: fmd });
     }
@@ -250,7 +315,10 @@ export class ParquetReader {
     const algorithm = parseAlgorithm(algStruct);
     const fAad = resolveFileAad(algorithm, options.aadPrefix);
     const footerKeyMetadata = fmd.bin(FMD.footerSigningKeyMetadata);
-    const footerKey = await retrieveKey(options.footerKey, footerKeyMetadata, options, { kind: "footer", file: source.name });
+    const footerKey = await retrieveKey(options.footerKey, footerKeyMetadata, options, {
+      kind: "footer",
+      file: source.name,
+    });
     const check = options.checkFooterIntegrity ?? true;
     let signatureVerified: boolean | undefined;
     if (check) {
@@ -263,7 +331,9 @@ export class ParquetReader {
       }
       if (footer.length - length !== SIGNATURE_LENGTH) {
         throw new PmeFormatError(
-          `plaintext footer is followed by ${footer.length - length} bytes instead of a ${SIGNATURE_LENGTH}-byte signature`,
+          `plaintext footer is followed by ${
+            footer.length - length
+          } bytes instead of a ${SIGNATURE_LENGTH}-byte signature`,
           { module: "footer" },
         );
       }
@@ -300,11 +370,16 @@ export class ParquetReader {
   ): Promise<ParquetReader> {
     const { struct: fcm, length } = locateFooter(() => decodeStruct(footer, 0, "FileCryptoMetaData"));
     const algStruct = fcm.struct(FCM.encryptionAlgorithm);
-    if (!algStruct) throw new PmeFormatError("FileCryptoMetaData has no encryption algorithm", { module: "footer" });
+    if (!algStruct) {
+      throw new PmeFormatError("FileCryptoMetaData has no encryption algorithm", { module: "footer" });
+    }
     const algorithm = parseAlgorithm(algStruct);
     const fAad = resolveFileAad(algorithm, options.aadPrefix);
     const footerKeyMetadata = fcm.bin(FCM.keyMetadata);
-    const footerKey = await retrieveKey(options.footerKey, footerKeyMetadata, options, { kind: "footer", file: source.name });
+    const footerKey = await retrieveKey(options.footerKey, footerKeyMetadata, options, {
+      kind: "footer",
+      file: source.name,
+    });
     if (!footerKey) {
       throw new PmeKeyMissingError(
         "the footer key is not available, so the encrypted footer cannot be read",
@@ -315,20 +390,24 @@ export class ParquetReader {
     const module = footer.subarray(length);
     const size = locateFooter(() => moduleSize(module, 0, module.length, "gcm"));
     if (size !== module.length) {
-      throw new PmeFormatError(`encrypted footer module is ${size} bytes but ${module.length} remain`, { module: "footer" });
+      throw new PmeFormatError(`encrypted footer module is ${size} bytes but ${module.length} remain`, {
+        module: "footer",
+      });
     }
-    const plain = await decryptModule(footerKey, "gcm", module, moduleAad(fAad, ModuleType.Footer)).catch((e) => {
-      if (e instanceof PmeAuthError) {
-        throw new PmeAuthError(
-          "encrypted footer does not decrypt",
-          { module: "footer" },
-          algorithm.supplyAadPrefix || algorithm.aadPrefix
-            ? "wrong footer key or AAD prefix, or the file was modified"
-            : "wrong footer key, or the file was modified",
-        );
-      }
-      throw e;
-    });
+    const plain = await decryptModule(footerKey, "gcm", module, moduleAad(fAad, ModuleType.Footer)).catch(
+      (e) => {
+        if (e instanceof PmeAuthError) {
+          throw new PmeAuthError(
+            "encrypted footer does not decrypt",
+            { module: "footer" },
+            algorithm.supplyAadPrefix || algorithm.aadPrefix
+              ? "wrong footer key or AAD prefix, or the file was modified"
+              : "wrong footer key, or the file was modified",
+          );
+        }
+        throw e;
+      },
+    );
     const { struct: fmd } = decodeStruct(plain, 0, "footer FileMetaData");
     return new ParquetReader(source, options, {
       mode: "encrypted",
@@ -342,7 +421,12 @@ export class ParquetReader {
 
   /** Location of a chunk for messages. */
   #loc(rg: number, col: number, extra: PmeLocation = {}): PmeLocation {
-    return { file: this.#source.name, rowGroup: rg, column: this.columns[col]?.dotted ?? `#${col}`, ...extra };
+    return {
+      file: this.#source.name,
+      rowGroup: rg,
+      column: this.columns[col]?.dotted ?? `#${col}`,
+      ...extra,
+    };
   }
 
   #chunk(rg: number, col: number): TStruct {
@@ -351,7 +435,11 @@ export class ParquetReader {
     const chunk = columnChunks(group)[col];
     if (!chunk) throw new PmeFormatError(`column ${col} does not exist`, this.#loc(rg, col));
     if (chunk.has(CC.filePath)) {
-      throw new PmeUnsupportedError("column chunk stored in another file", this.#loc(rg, col), "external column chunks are not supported");
+      throw new PmeUnsupportedError(
+        "column chunk stored in another file",
+        this.#loc(rg, col),
+        "external column chunks are not supported",
+      );
     }
     return chunk;
   }
@@ -436,13 +524,19 @@ export class ParquetReader {
   }
 
   /** Byte range [start, start+length) of a chunk's pages. */
-  async chunkRange(rg: number, col: number): Promise<{ start: number; length: number; hasDictionary: boolean }> {
+  async chunkRange(
+    rg: number,
+    col: number,
+  ): Promise<{ start: number; length: number; hasDictionary: boolean }> {
     const cmd = await this.columnMetaData(rg, col);
     const data = cmd.int(CMD.dataPageOffset);
     const dict = cmd.int(CMD.dictionaryPageOffset);
     const length = cmd.int(CMD.totalCompressedSize);
     if (data === undefined || length === undefined) {
-      throw new PmeFormatError("column metadata lacks data_page_offset or total_compressed_size", this.#loc(rg, col));
+      throw new PmeFormatError(
+        "column metadata lacks data_page_offset or total_compressed_size",
+        this.#loc(rg, col),
+      );
     }
     const hasDictionary = dict !== undefined && dict > 0 && dict < data;
     const start = hasDictionary ? dict! : data;
@@ -474,7 +568,15 @@ export class ParquetReader {
           const dictHeader = first && hasDictionary;
           const type = dictHeader ? ModuleType.DictionaryPageHeader : ModuleType.DataPageHeader;
           const size = moduleSize(buf, pos, length - pos, "gcm");
-          const plain = await this.#decrypt(c.key, "gcm", buf.subarray(pos, pos + size), type, rg, col, ordinal);
+          const plain = await this.#decrypt(
+            c.key,
+            "gcm",
+            buf.subarray(pos, pos + size),
+            type,
+            rg,
+            col,
+            ordinal,
+          );
           header = decodeStruct(plain, 0, "page header").struct;
           pos += size;
         } else {
@@ -485,7 +587,11 @@ export class ParquetReader {
         const pageType = header.reqInt(PH.type, "PageHeader.type") as PageType;
         const compressed = header.reqInt(PH.compressedPageSize, "PageHeader.compressed_page_size");
         if (compressed < 0 || pos + compressed > length) {
-          throw new PmeFormatError(`page of ${compressed} bytes runs past the end of the column chunk`, {}, "the file is truncated or damaged");
+          throw new PmeFormatError(
+            `page of ${compressed} bytes runs past the end of the column chunk`,
+            {},
+            "the file is truncated or damaged",
+          );
         }
         const raw = buf.subarray(pos, pos + compressed);
         pos += compressed;
@@ -497,15 +603,21 @@ export class ParquetReader {
           if (c.key && !(first && hasDictionary)) {
             throw new PmeFormatError("dictionary page found where the metadata announces none");
           }
-          const payload = c.key ? await this.#decrypt(c.key, pageCipher, raw, ModuleType.DictionaryPage, rg, col, 0) : raw;
+          const payload = c.key
+            ? await this.#decrypt(c.key, pageCipher, raw, ModuleType.DictionaryPage, rg, col, 0)
+            : raw;
           return { type: pageType, header, payload, ordinal: -1 };
         }
         if (pageType === PageType.DataPage) {
-          const payload = c.key ? await this.#decrypt(c.key, pageCipher, raw, ModuleType.DataPage, rg, col, ordinal) : raw;
+          const payload = c.key
+            ? await this.#decrypt(c.key, pageCipher, raw, ModuleType.DataPage, rg, col, ordinal)
+            : raw;
           return { type: pageType, header, payload, ordinal: ordinal++ };
         }
         if (pageType === PageType.DataPageV2) {
-          const payload = c.key ? await this.#decryptV2(c.key, pageCipher, raw, header, rg, col, ordinal) : raw;
+          const payload = c.key
+            ? await this.#decryptV2(c.key, pageCipher, raw, header, rg, col, ordinal)
+            : raw;
           return { type: pageType, header, payload, ordinal: ordinal++ };
         }
         if (c.key) throw new PmeUnsupportedError(`page type ${pageType} in an encrypted column chunk`);
@@ -547,13 +659,24 @@ export class ParquetReader {
     ordinal: number,
   ): Promise<Uint8Array> {
     const v2 = header.struct(PH.dataPageHeaderV2);
-    const levels = (v2?.int(DPH2.repetitionLevelsByteLength) ?? 0) + (v2?.int(DPH2.definitionLevelsByteLength) ?? 0);
-    const wholeLen = raw.length >= 4 ? new DataView(raw.buffer, raw.byteOffset, 4).getUint32(0, true) + 4 : -1;
+    const levels = (v2?.int(DPH2.repetitionLevelsByteLength) ?? 0) +
+      (v2?.int(DPH2.definitionLevelsByteLength) ?? 0);
+    const wholeLen = raw.length >= 4
+      ? new DataView(raw.buffer, raw.byteOffset, 4).getUint32(0, true) + 4
+      : -1;
     if (levels === 0 || wholeLen === raw.length) {
       return await this.#decrypt(key, cipher, raw, ModuleType.DataPage, rg, col, ordinal);
     }
     if (levels > raw.length) throw new PmeFormatError("V2 page level lengths exceed the page size");
-    const values = await this.#decrypt(key, cipher, raw.subarray(levels), ModuleType.DataPage, rg, col, ordinal);
+    const values = await this.#decrypt(
+      key,
+      cipher,
+      raw.subarray(levels),
+      ModuleType.DataPage,
+      rg,
+      col,
+      ordinal,
+    );
     const out = new Uint8Array(levels + values.length);
     out.set(raw.subarray(0, levels));
     out.set(values, levels);
@@ -617,12 +740,30 @@ export class ParquetReader {
       const first = await this.#source.read(offset, Math.min(declared ?? 4096, avail));
       if (c.key) {
         const hsize = moduleSize(first, 0, first.length, "gcm");
-        const hplain = await this.#decrypt(c.key, "gcm", first.subarray(0, hsize), ModuleType.BloomFilterHeader, rg, col, 0);
+        const hplain = await this.#decrypt(
+          c.key,
+          "gcm",
+          first.subarray(0, hsize),
+          ModuleType.BloomFilterHeader,
+          rg,
+          col,
+          0,
+        );
         const { struct, length } = decodeStruct(hplain, 0, "bloom filter header");
         const numBytes = struct.reqInt(BFH.numBytes, "BloomFilterHeader.numBytes");
         const bitsetModule = await this.#source.read(offset + hsize, numBytes + 28);
-        const bitset = await this.#decrypt(c.key, "gcm", bitsetModule, ModuleType.BloomFilterBitset, rg, col, 0);
-        if (bitset.length !== numBytes) throw new PmeFormatError(`bloom filter bitset has ${bitset.length} bytes, header says ${numBytes}`);
+        const bitset = await this.#decrypt(
+          c.key,
+          "gcm",
+          bitsetModule,
+          ModuleType.BloomFilterBitset,
+          rg,
+          col,
+          0,
+        );
+        if (bitset.length !== numBytes) {
+          throw new PmeFormatError(`bloom filter bitset has ${bitset.length} bytes, header says ${numBytes}`);
+        }
         return { header: hplain.subarray(0, length), bitset };
       }
       const { struct, length } = decodeStruct(first, 0, "bloom filter header");

@@ -10,14 +10,27 @@
 
 import { crc32 } from "node:zlib";
 import { CT, encodeStruct, stringList, structList, type TList, TStruct } from "./thrift.ts";
-import { AesKey, encryptModule, type ModuleCipher, type PmeAlgorithm, signFooter, validateKey } from "./cipher.ts";
+import {
+  AesKey,
+  encryptModule,
+  type ModuleCipher,
+  type PmeAlgorithm,
+  signFooter,
+  validateKey,
+} from "./cipher.ts";
 import { AAD_FILE_UNIQUE_LENGTH, fileAad, MAX_ORDINAL, moduleAad, ModuleType } from "./aad.ts";
-import { PmeConfigError, PmeError, PmeFormatError, PmeKeyMissingError, PmeUnsupportedError } from "./errors.ts";
+import {
+  PmeConfigError,
+  PmeError,
+  PmeFormatError,
+  PmeKeyMissingError,
+  PmeUnsupportedError,
+} from "./errors.ts";
 import type { ByteSink } from "./io.ts";
 import { locate, type ParquetReader } from "./reader.ts";
 import {
-  algorithmStruct,
   type AlgorithmInfo,
+  algorithmStruct,
   CC,
   CCM,
   CMD,
@@ -126,7 +139,10 @@ function matches(selector: string, dotted: string): boolean {
   return dotted === selector || dotted.startsWith(selector + ".");
 }
 
-async function plan(reader: ParquetReader, options: TranscodeOptions): Promise<{ plans: ColumnPlan[]; skipped: string[] }> {
+async function plan(
+  reader: ParquetReader,
+  options: TranscodeOptions,
+): Promise<{ plans: ColumnPlan[]; skipped: string[] }> {
   const enc = options.encryption;
   let selected = reader.columns;
   const skipped: string[] = [];
@@ -159,10 +175,16 @@ async function plan(reader: ParquetReader, options: TranscodeOptions): Promise<{
     selected = readable;
   }
   if (selected.length === 0) {
-    throw new PmeKeyMissingError("no column can be read with the keys given", { file: reader.name }, "supply column keys");
+    throw new PmeKeyMissingError(
+      "no column can be read with the keys given",
+      { file: reader.name },
+      "supply column keys",
+    );
   }
   if (selected.length > MAX_ORDINAL + 1 && enc) {
-    throw new PmeUnsupportedError(`${selected.length} columns exceed the ${MAX_ORDINAL + 1} an encrypted file can hold`);
+    throw new PmeUnsupportedError(
+      `${selected.length} columns exceed the ${MAX_ORDINAL + 1} an encrypted file can hold`,
+    );
   }
   let footerKey: AesKey | undefined;
   if (enc) {
@@ -201,7 +223,9 @@ function redact(cmd: TStruct): TStruct {
   const r = cmd.clone();
   // Statistics, encoding stats, size statistics and geospatial statistics describe the data; keep
   // them only inside the encrypted copy.
-  for (const id of [CMD.statistics, CMD.encodingStats, CMD.sizeStatistics, CMD.geospatialStatistics]) r.delete(id);
+  for (const id of [CMD.statistics, CMD.encodingStats, CMD.sizeStatistics, CMD.geospatialStatistics]) {
+    r.delete(id);
+  }
   return r;
 }
 
@@ -209,12 +233,18 @@ function redact(cmd: TStruct): TStruct {
  * Transcodes `reader`'s file into `sink`. Nothing is decoded or re-compressed; pages are
  * decrypted and/or encrypted as modules.
  */
-export async function transcode(reader: ParquetReader, sink: ByteSink, options: TranscodeOptions = {}): Promise<TranscodeResult> {
+export async function transcode(
+  reader: ParquetReader,
+  sink: ByteSink,
+  options: TranscodeOptions = {},
+): Promise<TranscodeResult> {
   const enc = options.encryption;
   const { plans, skipped } = await plan(reader, options);
   const inputGroups = rowGroups(reader.metadata);
   if (enc && inputGroups.length > MAX_ORDINAL + 1) {
-    throw new PmeUnsupportedError(`${inputGroups.length} row groups exceed the ${MAX_ORDINAL + 1} an encrypted file can hold`);
+    throw new PmeUnsupportedError(
+      `${inputGroups.length} row groups exceed the ${MAX_ORDINAL + 1} an encrypted file can hold`,
+    );
   }
   const algorithm: PmeAlgorithm = enc?.algorithm ?? "AES_GCM_V1";
   if (algorithm !== "AES_GCM_V1" && algorithm !== "AES_GCM_CTR_V1") {
@@ -267,18 +297,29 @@ export async function transcode(reader: ParquetReader, sink: ByteSink, options: 
           const isDict = page.type === PageType.DictionaryPage;
           if (p.key) {
             if (isDict) {
-              body = await encryptModule(p.key, pageCipher, page.payload, moduleAad(fAad, ModuleType.DictionaryPage, rg, col));
+              body = await encryptModule(
+                p.key,
+                pageCipher,
+                page.payload,
+                moduleAad(fAad, ModuleType.DictionaryPage, rg, col),
+              );
             } else if (page.type === PageType.DataPage || page.type === PageType.DataPageV2) {
               const aad = moduleAad(fAad, ModuleType.DataPage, rg, col, page.ordinal);
               const v2 = header.struct(PH.dataPageHeaderV2);
               const levels = page.type === PageType.DataPageV2 && v2Java
-                ? (v2?.int(DPH2.repetitionLevelsByteLength) ?? 0) + (v2?.int(DPH2.definitionLevelsByteLength) ?? 0)
+                ? (v2?.int(DPH2.repetitionLevelsByteLength) ?? 0) +
+                  (v2?.int(DPH2.definitionLevelsByteLength) ?? 0)
                 : 0;
               body = levels > 0
-                ? [page.payload.subarray(0, levels), await encryptModule(p.key, pageCipher, page.payload.subarray(levels), aad)]
+                ? [
+                  page.payload.subarray(0, levels),
+                  await encryptModule(p.key, pageCipher, page.payload.subarray(levels), aad),
+                ]
                 : await encryptModule(p.key, pageCipher, page.payload, aad);
             } else {
-              throw new PmeUnsupportedError(`page type ${page.type} cannot be encrypted`, { page: page.ordinal });
+              throw new PmeUnsupportedError(`page type ${page.type} cannot be encrypted`, {
+                page: page.ordinal,
+              });
             }
           } else {
             body = page.payload;
@@ -294,13 +335,19 @@ export async function transcode(reader: ParquetReader, sink: ByteSink, options: 
           const plainHeader = encodeStruct(header);
           if (p.key) {
             const type = isDict ? ModuleType.DictionaryPageHeader : ModuleType.DataPageHeader;
-            headerBytes = await encryptModule(p.key, "gcm", plainHeader, moduleAad(fAad, type, rg, col, isDict ? 0 : page.ordinal));
+            headerBytes = await encryptModule(
+              p.key,
+              "gcm",
+              plainHeader,
+              moduleAad(fAad, type, rg, col, isDict ? 0 : page.ordinal),
+            );
           } else {
             headerBytes = plainHeader;
           }
           await sink.write(headerBytes);
           for (const b of parts) await sink.write(b);
-          uncompressed += header.reqInt(PH.uncompressedPageSize, "uncompressed_page_size") + headerBytes.length;
+          uncompressed += header.reqInt(PH.uncompressedPageSize, "uncompressed_page_size") +
+            headerBytes.length;
           if (isDict) dictOffset ??= at;
           else if (page.type === PageType.DataPage || page.type === PageType.DataPageV2) {
             dataOffset ??= at;
@@ -314,7 +361,9 @@ export async function transcode(reader: ParquetReader, sink: ByteSink, options: 
         cmd.delete(CMD.indexPageOffset);
         cmd.setI64(CMD.totalCompressedSize, sink.position - start);
         cmd.setI64(CMD.totalUncompressedSize, uncompressed);
-        const chunk = new TStruct(inputChunk.fields.filter((f) => f.id === CC.fileOffset || f.id > CC.encryptedColumnMetadata))
+        const chunk = new TStruct(
+          inputChunk.fields.filter((f) => f.id === CC.fileOffset || f.id > CC.encryptedColumnMetadata),
+        )
           .clone();
         chunk.setI64(CC.fileOffset, start);
         return { cmd, chunk, pageLocations };
@@ -335,7 +384,10 @@ export async function transcode(reader: ParquetReader, sink: ByteSink, options: 
       const ci = await reader.columnIndex(rg, p.input);
       if (!ci) continue;
       const bytes = await moduleOrPlain(p, ci, ModuleType.ColumnIndex, rg, col);
-      out[rg][col].chunk.setI64(CC.columnIndexOffset, sink.position).setI32(CC.columnIndexLength, bytes.length);
+      out[rg][col].chunk.setI64(CC.columnIndexOffset, sink.position).setI32(
+        CC.columnIndexLength,
+        bytes.length,
+      );
       await sink.write(bytes);
     }
   }
@@ -352,9 +404,14 @@ export async function transcode(reader: ParquetReader, sink: ByteSink, options: 
           { file: reader.name, rowGroup: rg, column: p.dotted, module: "offset index" },
         );
       }
-      items.forEach((pl, i) => pl.setI64(PL.offset, locs[i].offset).setI32(PL.compressedPageSize, locs[i].size));
+      items.forEach((pl, i) =>
+        pl.setI64(PL.offset, locs[i].offset).setI32(PL.compressedPageSize, locs[i].size)
+      );
       const bytes = await moduleOrPlain(p, encodeStruct(oi), ModuleType.OffsetIndex, rg, col);
-      out[rg][col].chunk.setI64(CC.offsetIndexOffset, sink.position).setI32(CC.offsetIndexLength, bytes.length);
+      out[rg][col].chunk.setI64(CC.offsetIndexOffset, sink.position).setI32(
+        CC.offsetIndexLength,
+        bytes.length,
+      );
       await sink.write(bytes);
     }
   }
@@ -399,7 +456,12 @@ export async function transcode(reader: ParquetReader, sink: ByteSink, options: 
         if (plaintextFooter || p.withColumnKey) {
           chunk.setBin(
             CC.encryptedColumnMetadata,
-            await encryptModule(p.key, "gcm", encodeStruct(cmd), moduleAad(fAad, ModuleType.ColumnMetaData, rg, col)),
+            await encryptModule(
+              p.key,
+              "gcm",
+              encodeStruct(cmd),
+              moduleAad(fAad, ModuleType.ColumnMetaData, rg, col),
+            ),
           );
         }
       }
@@ -407,7 +469,9 @@ export async function transcode(reader: ParquetReader, sink: ByteSink, options: 
     }
     const group = inputGroups[rg].clone();
     group.set(RG.columns, CT.LIST, structList(chunks));
-    const sizes = out[rg].map((c) => [c.cmd.reqInt(CMD.totalCompressedSize, ""), c.cmd.reqInt(CMD.totalUncompressedSize, "")]);
+    const sizes = out[rg].map((
+      c,
+    ) => [c.cmd.reqInt(CMD.totalCompressedSize, ""), c.cmd.reqInt(CMD.totalUncompressedSize, "")]);
     group.setI64(RG.totalByteSize, sizes.reduce((n, s) => n + s[1], 0));
     group.setI64(RG.totalCompressedSize, sizes.reduce((n, s) => n + s[0], 0));
     group.setI64(RG.fileOffset, chunks[0].int(CC.fileOffset)!);
@@ -420,7 +484,12 @@ export async function transcode(reader: ParquetReader, sink: ByteSink, options: 
     const keep = new Set(plans.map((p) => p.input));
     fmd.set(FMD.schema, CT.LIST, pruneSchema(reader.metadata, keep));
     const orders = fmd.list(FMD.columnOrders);
-    if (orders) fmd.set(FMD.columnOrders, CT.LIST, { ...orders, items: orders.items.filter((_, i) => keep.has(i)) } as TList);
+    if (orders) {
+      fmd.set(FMD.columnOrders, CT.LIST, {
+        ...orders,
+        items: orders.items.filter((_, i) => keep.has(i)),
+      } as TList);
+    }
   }
   await writeFooter(sink, fmd, enc, algInfo, fAad);
   return {

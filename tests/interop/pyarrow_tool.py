@@ -532,70 +532,98 @@ def _leaf_paths(path: str) -> list[str]:
     return [md.schema.column(i).path for i in range(md.num_columns)]
 
 
+ALL_PHYSICAL = {"BOOLEAN", "INT32", "INT64", "INT96", "FLOAT", "DOUBLE", "BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY"}
+_DICT_ENCS = {"RLE_DICTIONARY", "PLAIN_DICTIONARY"}
+
+
 def _describe_file(path: str, declared: list[str], table: pa.Table) -> dict[str, Any]:
-    """Derive the features of a written file from its metadata and page headers."""
+    """Derive the features of a written file from its metadata and page headers.
+
+    The vocabulary follows ``tests/fixtures/inputs.ts`` (producer, ``v1``/``v2``,
+    codec, ``dict``/``plain``/``dict-fallback``/``delta``, ``bloom``,
+    ``page-index``/``offset-index``, ``all-types``, ``nested``, ``map``,
+    ``nulls``, ``multi-rowgroup``, ``multi-page``; ``plain`` = some column
+    chunk has no dictionary page, ``v1``/``v2`` = DATA_PAGE / DATA_PAGE_V2
+    headers seen) plus pyarrow-only tags:
+    ``page-crc``, ``byte-stream-split``, ``physical:<TYPE>``, ``int96``,
+    ``decimal``, ``flba``, ``required``, ``repeated``, ``empty`` and the
+    ``nested:<arrow type>`` details."""
     pf = pq.ParquetFile(path)
     md = pf.metadata
-    feats: list[str] = list(declared)
-    physical = sorted({md.schema.column(i).physical_type for i in range(md.num_columns)})
-    feats += [f"physical:{p}" for p in physical]
+    feats: list[str] = ["pyarrow"]
+    physical = {md.schema.column(i).physical_type for i in range(md.num_columns)}
+    if physical >= ALL_PHYSICAL:
+        feats.append("all-types")
+    feats += [f"physical:{p}" for p in sorted(physical)]
+    if "INT96" in physical:
+        feats.append("int96")
+    if "FIXED_LEN_BYTE_ARRAY" in physical:
+        feats.append("flba")
+    if any(pa.types.is_decimal(f.type) for f in table.schema):
+        feats.append("decimal")
     if any(md.schema.column(i).max_repetition_level > 0 for i in range(md.num_columns)):
-        feats.append("repeated_leaves")
+        feats.append("repeated")
     names = set(table.column_names)
+    if any(pa.types.is_nested(f.type) and not pa.types.is_map(f.type) for f in table.schema):
+        feats.append("nested")
+    if any(pa.types.is_map(f.type) for f in table.schema):
+        feats.append("map")
     for col, feat in (("list_i64", "nested:list<int64>"),
                       ("list_struct", "nested:list<struct<a:int32,b:string>>"),
                       ("struct_nested", "nested:struct<x:double,y:struct<z:string>>"),
-                      ("map_si", "nested:map<string,int32>"),
-                      ("dec_opt", "decimal128(20,4)"), ("ts_int96", "int96_timestamp"),
-                      ("fixed16_opt", "fixed_size_binary(16)")):
+                      ("map_si", "nested:map<string,int32>")):
         if col in names:
             feats.append(feat)
     if any(not f.nullable for f in table.schema):
-        feats.append("required_columns")
+        feats.append("required")
     if any(table.column(c).null_count > 0 for c in table.column_names):
         feats.append("nulls")
     codecs: set[str] = set()
-    page_index = bloom = False
+    col_index = off_index = bloom = False
     for rg in range(md.num_row_groups):
         for ci in range(md.num_columns):
             c = md.row_group(rg).column(ci)
-            codecs.add(c.compression)
-            page_index |= bool(c.has_column_index or c.has_offset_index)
+            codecs.add(c.compression.lower())
+            col_index |= bool(c.has_column_index)
+            off_index |= bool(c.has_offset_index)
             bloom |= c.bloom_filter_offset is not None
-    feats += [f"compression:{c}" for c in sorted(codecs)]
-    if page_index:
-        feats.append("page_index")
+    feats += sorted(codecs)
+    if len(codecs) > 1:
+        feats.append("mixed-codec")
+    if col_index and off_index:
+        feats.append("page-index")
+    elif off_index:
+        feats.append("offset-index")
     if bloom:
-        feats.append("bloom_filter")
+        feats.append("bloom")
     if md.num_row_groups > 1:
-        feats.append("multi_row_group")
+        feats.append("multi-rowgroup")
     if md.num_rows == 0:
         feats.append("empty")
     chunks = scan_pages(path) if md.num_rows else []
     page_types = {p[0] for ch in chunks for p in ch["pages"]}
     encs = {p[1] for ch in chunks for p in ch["pages"] if p[0] != "DICTIONARY_PAGE"}
     if "DATA_PAGE" in page_types:
-        feats.append("data_page_v1")
+        feats.append("v1")
     if "DATA_PAGE_V2" in page_types:
-        feats.append("data_page_v2")
+        feats.append("v2")
     if "DICTIONARY_PAGE" in page_types:
-        feats.append("dictionary")
-    if "PLAIN" in encs:
-        feats.append("plain")
+        feats.append("dict")
+    if any(ch["pages"] and all(p[0] != "DICTIONARY_PAGE" for p in ch["pages"]) for ch in chunks):
+        feats.append("plain")  # at least one column chunk without dictionary
     if encs & {"DELTA_BINARY_PACKED", "DELTA_LENGTH_BYTE_ARRAY", "DELTA_BYTE_ARRAY"}:
-        feats.append("delta_encoding")
+        feats.append("delta")
     if "BYTE_STREAM_SPLIT" in encs:
-        feats.append("byte_stream_split")
+        feats.append("byte-stream-split")
+    if any(ch["pages"] and _DICT_ENCS & {p[1] for p in ch["pages"]}
+           and {p[1] for p in ch["pages"] if p[0] != "DICTIONARY_PAGE"} - _DICT_ENCS for ch in chunks):
+        feats.append("dict-fallback")
     if chunks and all(p[2] for ch in chunks for p in ch["pages"]):
-        feats.append("page_checksum")
+        feats.append("page-crc")
     max_pages = max((sum(1 for p in ch["pages"] if p[0] != "DICTIONARY_PAGE") for ch in chunks), default=0)
     if max_pages > 1:
-        feats.append("multi_page")
-    for ch in chunks:
-        kinds = {p[1] for p in ch["pages"] if p[0] != "DICTIONARY_PAGE"}
-        if kinds & {"RLE_DICTIONARY", "PLAIN_DICTIONARY"} and kinds - {"RLE_DICTIONARY", "PLAIN_DICTIONARY"}:
-            feats.append("dictionary_fallback")
-            break
+        feats.append("multi-page")
+    feats += declared
     seen: set[str] = set()
     feats = [f for f in feats if not (f in seen or seen.add(f))]
     return {
@@ -619,7 +647,7 @@ def _variants() -> list[tuple[str, dict[str, Any], dict[str, Any], list[str]]]:
                    "list_i64.list.element": {"ndv": 2000, "fpp": 0.05},
                    "struct_nested.y.z": {"ndv": 100, "fpp": 0.05},
                    "bin_opt": True}
-    edges = ["edge_values", "unicode", "empty_strings", "long_value"]
+    edges = ["edge-values", "unicode", "empty-strings", "long-value"]
     return [
         ("pyarrow_v1_snappy_dict.parquet", {"rows": 1000},
          dict(compression="snappy", use_dictionary=True, data_page_version="1.0"), edges),
@@ -632,11 +660,11 @@ def _variants() -> list[tuple[str, dict[str, Any], dict[str, Any], list[str]]]:
         ("pyarrow_v1_snappy_mixeddict_multirg_multipage_pageindex_checksum.parquet", {"rows": N_ROWS},
          dict(compression="snappy", use_dictionary=all_leaves_dict, data_page_version="1.0",
               row_group_size=2000, data_page_size=1024, write_batch_size=128,
-              write_page_index=True, write_page_checksum=True), edges + ["mixed_dictionary_per_column"]),
+              write_page_index=True, write_page_checksum=True), edges + ["mixed-dict"]),
         ("pyarrow_v2_zstd_dict_multirg_multipage_pageindex_checksum.parquet", {"rows": N_ROWS},
          dict(compression="zstd", use_dictionary=True, data_page_version="2.0",
               row_group_size=2500, data_page_size=1024, write_batch_size=128, dictionary_pagesize_limit=2048,
-              write_page_index=True, write_page_checksum=True), edges + ["uneven_row_groups"]),
+              write_page_index=True, write_page_checksum=True), edges + ["uneven-rowgroups"]),
         ("pyarrow_v1_gzip_plain_multipage.parquet", {"rows": N_ROWS},
          dict(compression="gzip", use_dictionary=False, data_page_version="1.0",
               data_page_size=1024, write_batch_size=128), edges),
@@ -654,9 +682,9 @@ def _variants() -> list[tuple[str, dict[str, Any], dict[str, Any], list[str]]]:
                                "f64_req": "BYTE_STREAM_SPLIT",
                                "list_i64.list.element": "DELTA_BINARY_PACKED"}), edges),
         ("pyarrow_v1_none_plain_flat.parquet", {"rows": 200, "columns": FLAT_COLUMNS},
-         dict(compression="none", use_dictionary=False, data_page_version="1.0"), edges + ["flat_only"]),
+         dict(compression="none", use_dictionary=False, data_page_version="1.0"), edges + ["flat"]),
         ("pyarrow_v1_snappy_dict_flat.parquet", {"rows": 200, "columns": FLAT_COLUMNS},
-         dict(compression="snappy", use_dictionary=True, data_page_version="1.0"), edges + ["flat_only"]),
+         dict(compression="snappy", use_dictionary=True, data_page_version="1.0"), edges + ["flat"]),
         ("pyarrow_v1_snappy_empty.parquet", {"rows": 0},
          dict(compression="snappy", use_dictionary=True, data_page_version="1.0"), []),
     ]
@@ -799,7 +827,8 @@ def _has_int96(pf: pq.ParquetFile) -> bool:
 def _first_codec(pf: pq.ParquetFile) -> str:
     md = pf.metadata
     if md.num_row_groups and md.num_columns:
-        return md.row_group(0).column(0).compression.lower()
+        codec = md.row_group(0).column(0).compression.lower()
+        return "none" if codec == "uncompressed" else codec
     return "snappy"
 
 

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOOL = os.path.join(HERE, "pyarrow_tool.py")
 sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True  # keep tests/interop free of __pycache__
 import pyarrow_tool  # noqa: E402
 
 TESTING = "/work/shared/testdata/parquet-testing"
@@ -91,16 +92,16 @@ def test_gen_inputs_grid():
     assert total < 20 * 1024 * 1024, total
     required = {f"physical:{t}" for t in
                 ("BOOLEAN", "INT32", "INT64", "INT96", "FLOAT", "DOUBLE", "BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY")}
-    required |= {"nulls", "nested:list<int64>", "nested:list<struct<a:int32,b:string>>",
-                 "nested:struct<x:double,y:struct<z:string>>", "nested:map<string,int32>",
-                 "dictionary", "plain", "data_page_v1", "data_page_v2", "page_index", "bloom_filter",
-                 "compression:SNAPPY", "compression:ZSTD", "compression:GZIP", "compression:UNCOMPRESSED",
-                 "page_checksum", "multi_row_group", "multi_page", "decimal128(20,4)", "empty"}
+    required |= {"pyarrow", "all-types", "nulls", "nested", "map", "nested:list<int64>",
+                 "nested:list<struct<a:int32,b:string>>", "nested:struct<x:double,y:struct<z:string>>",
+                 "nested:map<string,int32>", "dict", "plain", "dict-fallback", "delta", "v1", "v2",
+                 "page-index", "bloom", "snappy", "zstd", "gzip", "uncompressed", "page-crc",
+                 "multi-rowgroup", "multi-page", "decimal", "int96", "flba", "empty"}
     assert required <= feats, required - feats
-    multi = [e for e in entries if "multi_page" in e["features"]]
+    multi = [e for e in entries if "multi-page" in e["features"]]
     assert multi and all(e["rows"] >= 5000 for e in multi)
-    assert any("multi_row_group" in e["features"] and "multi_page" in e["features"]
-               and "data_page_v2" in e["features"] for e in entries)
+    assert any("multi-rowgroup" in e["features"] and "multi-page" in e["features"]
+               and "v2" in e["features"] for e in entries)
     # deterministic: a second run gives identical files
     again = json.loads(run("gen-inputs", os.path.join(_TMP, "inputs2")).stdout)
     for a, b in zip(entries, again):
@@ -223,7 +224,7 @@ def test_roundtrips():
         res = json.loads(run("compare", src, dec).stdout)
         assert res["equal"] is True, label
         info = json.loads(run("inspect-crypto", enc).stdout)
-        assert "wrappedDEK" not in json.dumps(info)
+        assert '"wrappedDEK":' not in json.dumps(info, separators=(",", ":"))
         assert info["algorithm"] == summary["algorithm"], (label, info)
         if "--plaintext-footer" in wopts and summary["mode"] != "crypto-factory-uniform":
             assert info["magic"] == "PAR1" and info["footer"] == "plaintext", label

@@ -1,0 +1,53 @@
+/**
+ * fhir-pme command line: `deno task cli <area> <command> ...`.
+ *
+ * @module
+ */
+
+import { PmeError } from "../pme/mod.ts";
+import { UsageError } from "./keys.ts";
+import { PME_USAGE, pmeCommand } from "./pme.ts";
+
+const USAGE = `Usage: deno task cli <area> <command> [options]
+Areas:
+  pme   Parquet Modular Encryption: inspect, encrypt, decrypt, rekey
+
+${PME_USAGE}`;
+
+/** Runs the CLI; returns the exit code. Errors become one line on stderr. */
+export async function main(argv: string[]): Promise<number> {
+  const [area, ...rest] = argv;
+  try {
+    switch (area) {
+      case "pme":
+        return await pmeCommand(rest);
+      case undefined:
+      case "help":
+      case "--help":
+        console.log(USAGE);
+        return area === undefined ? 2 : 0;
+      default:
+        throw new UsageError(`unknown area ${JSON.stringify(area)}; try "pme"`);
+    }
+  } catch (e) {
+    if (
+      e instanceof UsageError ||
+      (e instanceof TypeError && "code" in e && String(e.code).startsWith("ERR_PARSE_ARGS"))
+    ) {
+      console.error(`usage error: ${e.message.split("\n")[0]}`);
+      return 2;
+    }
+    if (e instanceof PmeError) {
+      console.error(`error: ${e.name}: ${e.message}`);
+      return 1;
+    }
+    if (e instanceof Deno.errors.NotFound) {
+      console.error(`error: ${e.message}`);
+      return 1;
+    }
+    console.error(`error: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`);
+    return 1;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
