@@ -34,7 +34,9 @@ export const PME_USAGE = `Usage: deno task cli pme <command>
   rekey IN OUT [--key ID=KEY ...] [--aad-prefix TEXT]
           --new-footer-key ID=KEY [--new-column-key PATH:ID=KEY ...]
           [--new-algorithm ...] [--new-plaintext-footer] [--new-aad-prefix TEXT] [--new-no-store-aad-prefix]
-A key is ID=HEX (32/48/64 hex digits) or ID=base64:B64; its key metadata is the UTF-8 bytes of ID.`;
+A key is ID=HEX (32/48/64 hex digits) or ID=base64:B64; its key metadata is the UTF-8 bytes of ID.
+inspect, decrypt and rekey also take --footer-key ID=KEY and --column-key PATH:ID=KEY to use a key
+whatever the file's key metadata says (files written without key metadata).`;
 
 function algorithmOf(v: string | undefined, option: string): PmeAlgorithm | undefined {
   if (v === undefined) return undefined;
@@ -49,11 +51,31 @@ function positionals(args: string[], n: number, names: string): string[] {
   return args;
 }
 
-function decryptionOptions(keys: string[] = [], aadPrefix?: string): DecryptionOptions {
-  const parsed: CliKey[] = keys.map((k) => parseKey(k, "--key"));
+/** Options that open an input: keys by key metadata, explicit footer/column keys, AAD prefix. */
+const DECRYPT_OPTIONS = {
+  key: { type: "string", multiple: true },
+  "footer-key": { type: "string" },
+  "column-key": { type: "string", multiple: true },
+  "aad-prefix": { type: "string" },
+} as const;
+
+function decryptionOptions(values: {
+  key?: string[];
+  "footer-key"?: string;
+  "column-key"?: string[];
+  "aad-prefix"?: string;
+}): DecryptionOptions {
+  const parsed: CliKey[] = (values.key ?? []).map((k) => parseKey(k, "--key"));
+  const columnKeys: Record<string, Uint8Array> = {};
+  for (const spec of values["column-key"] ?? []) {
+    const ck = parseColumnKey(spec, "--column-key");
+    columnKeys[ck.column] = ck.key;
+  }
   return {
     keyRetriever: parsed.length ? retrieverFor(parsed) : undefined,
-    aadPrefix: aadPrefix !== undefined ? te.encode(aadPrefix) : undefined,
+    footerKey: values["footer-key"] ? parseKey(values["footer-key"], "--footer-key").key : undefined,
+    columnKeys,
+    aadPrefix: values["aad-prefix"] !== undefined ? te.encode(values["aad-prefix"]) : undefined,
   };
 }
 
@@ -232,14 +254,10 @@ export async function pmeCommand(argv: string[]): Promise<number> {
       const { values, positionals: pos } = parseArgs({
         args: rest,
         allowPositionals: true,
-        options: {
-          key: { type: "string", multiple: true },
-          "aad-prefix": { type: "string" },
-          json: { type: "boolean" },
-        },
+        options: { ...DECRYPT_OPTIONS, json: { type: "boolean" } },
       });
       const [file] = positionals(pos, 1, "FILE");
-      const o = await inspect(file, decryptionOptions(values.key, values["aad-prefix"]));
+      const o = await inspect(file, decryptionOptions(values));
       if (values.json) console.log(JSON.stringify(o, null, 2));
       else printInspect(o);
       return 0;
@@ -248,15 +266,11 @@ export async function pmeCommand(argv: string[]): Promise<number> {
       const { values, positionals: pos } = parseArgs({
         args: rest,
         allowPositionals: true,
-        options: {
-          key: { type: "string", multiple: true },
-          "aad-prefix": { type: "string" },
-          columns: { type: "string" },
-        },
+        options: { ...DECRYPT_OPTIONS, columns: { type: "string" } },
       });
       const [input, output] = positionals(pos, 2, "IN OUT");
       const columns = values.columns?.split(",").map((c) => c.trim()).filter(Boolean);
-      const result = await transcodeFile(input, output, decryptionOptions(values.key, values["aad-prefix"]), {
+      const result = await transcodeFile(input, output, decryptionOptions(values), {
         columns,
         onProgress: progressReporter("decrypt"),
       });
@@ -302,8 +316,7 @@ export async function pmeCommand(argv: string[]): Promise<number> {
         args: rest,
         allowPositionals: true,
         options: {
-          key: { type: "string", multiple: true },
-          "aad-prefix": { type: "string" },
+          ...DECRYPT_OPTIONS,
           "new-footer-key": { type: "string" },
           "new-column-key": { type: "string", multiple: true },
           "new-algorithm": { type: "string" },
@@ -324,7 +337,7 @@ export async function pmeCommand(argv: string[]): Promise<number> {
         framing: values["page-v2-framing"],
         prefix: "new-",
       });
-      const decryption = decryptionOptions(values.key, values["aad-prefix"]);
+      const decryption = decryptionOptions(values);
       // Re-keying must not drop data: every column of the input has to be readable.
       const reader = await ParquetReader.open(await fileSource(input), decryption);
       try {

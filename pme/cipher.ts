@@ -87,33 +87,46 @@ function ctrCounter(n: Uint8Array): Uint8Array {
   return counter;
 }
 
-/** Encrypts one module; returns the framed bytes (length prefix included). */
+/**
+ * Encrypts one module; returns it as two parts to write back to back — the 16-byte prefix (length
+ * and nonce) and the ciphertext (with the GCM tag) — so large pages are never copied.
+ */
+export async function encryptModuleParts(
+  key: AesKey,
+  cipher: ModuleCipher,
+  plaintext: Uint8Array,
+  aad: Uint8Array,
+): Promise<[Uint8Array, Uint8Array]> {
+  key.count();
+  const iv = nonce();
+  const body = cipher === "gcm"
+    ? await crypto.subtle.encrypt(
+      { name: "AES-GCM", iv: ab(iv), additionalData: ab(aad), tagLength: 128 },
+      key.gcm,
+      ab(plaintext),
+    )
+    : await crypto.subtle.encrypt(
+      { name: "AES-CTR", counter: ab(ctrCounter(iv)), length: 32 },
+      key.ctr,
+      ab(plaintext),
+    );
+  const prefix = new Uint8Array(4 + NONCE);
+  new DataView(prefix.buffer).setUint32(0, NONCE + body.byteLength, true);
+  prefix.set(iv, 4);
+  return [prefix, new Uint8Array(body)];
+}
+
+/** Encrypts one module; returns the framed bytes (length prefix included) in one array. */
 export async function encryptModule(
   key: AesKey,
   cipher: ModuleCipher,
   plaintext: Uint8Array,
   aad: Uint8Array,
 ): Promise<Uint8Array> {
-  key.count();
-  const iv = nonce();
-  let body: ArrayBuffer;
-  if (cipher === "gcm") {
-    body = await crypto.subtle.encrypt(
-      { name: "AES-GCM", iv: ab(iv), additionalData: ab(aad), tagLength: 128 },
-      key.gcm,
-      ab(plaintext),
-    );
-  } else {
-    body = await crypto.subtle.encrypt(
-      { name: "AES-CTR", counter: ab(ctrCounter(iv)), length: 32 },
-      key.ctr,
-      ab(plaintext),
-    );
-  }
-  const out = new Uint8Array(4 + NONCE + body.byteLength);
-  new DataView(out.buffer).setUint32(0, NONCE + body.byteLength, true);
-  out.set(iv, 4);
-  out.set(new Uint8Array(body), 4 + NONCE);
+  const [prefix, body] = await encryptModuleParts(key, cipher, plaintext, aad);
+  const out = new Uint8Array(prefix.length + body.length);
+  out.set(prefix);
+  out.set(body, prefix.length);
   return out;
 }
 

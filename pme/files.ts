@@ -25,12 +25,13 @@ export async function openParquetFile(path: string, options: DecryptionOptions =
 /**
  * Transcodes `input` into `output`: with `options.encryption` the output is encrypted, without it
  * the output is plaintext Parquet. `decryption` opens the input (plaintext inputs need none).
+ * `durable` (default true) fsyncs the output before it is renamed into place.
  */
 export async function transcodeFile(
   input: string,
   output: string,
   decryption: DecryptionOptions,
-  options: TranscodeOptions,
+  options: TranscodeOptions & { durable?: boolean },
 ): Promise<TranscodeResult> {
   const reader = await openParquetFile(input, decryption);
   const suffix = Array.from(crypto.getRandomValues(new Uint8Array(6)), (b) => b.toString(16).padStart(2, "0"))
@@ -38,7 +39,7 @@ export async function transcodeFile(
   const tmp = `${dirname(output)}/.${output.split("/").pop()}.tmp-${suffix}`;
   let sink: FileSink | undefined;
   try {
-    sink = await FileSink.create(tmp);
+    sink = await FileSink.create(tmp, { durable: options.durable ?? true });
     const result = await transcode(reader, sink, options);
     await sink.close();
     sink = undefined;

@@ -52,24 +52,33 @@ export function bytesSource(bytes: Uint8Array, name = "<memory>"): ByteSource {
   };
 }
 
-/** Opens a file as a source. */
+/**
+ * Opens a file as a source. Reads are serialised (seek + read share the file position), so
+ * concurrent callers — such as a prefetch overlapping with crypto — get the right bytes.
+ */
 export async function fileSource(path: string): Promise<ByteSource> {
   const file = await Deno.open(path, { read: true });
   const size = (await file.stat()).size;
+  let queue: Promise<unknown> = Promise.resolve();
+  const readAt = async (offset: number, length: number) => {
+    const out = new Uint8Array(length);
+    await file.seek(offset, Deno.SeekMode.Start);
+    let got = 0;
+    while (got < length) {
+      const n = await file.read(out.subarray(got));
+      if (n === null) throw new PmeFormatError(`file ended after ${offset + got} bytes`, { file: path });
+      got += n;
+    }
+    return out;
+  };
   return {
     name: path,
     size,
-    async read(offset, length) {
+    read(offset, length) {
       checkRange(path, size, offset, length);
-      const out = new Uint8Array(length);
-      await file.seek(offset, Deno.SeekMode.Start);
-      let got = 0;
-      while (got < length) {
-        const n = await file.read(out.subarray(got));
-        if (n === null) throw new PmeFormatError(`file ended after ${offset + got} bytes`, { file: path });
-        got += n;
-      }
-      return out;
+      const result = queue.then(() => readAt(offset, length));
+      queue = result.catch(() => {});
+      return result;
     },
     close() {
       file.close();
@@ -111,14 +120,21 @@ export class FileSink implements ByteSink {
   #used = 0;
   position = 0;
 
-  constructor(file: Deno.FsFile, bufferSize = 1 << 20) {
+  #durable: boolean;
+
+  /** `durable`: fsync on close (default true). */
+  constructor(file: Deno.FsFile, options: { durable?: boolean; bufferSize?: number } = {}) {
     this.#file = file;
-    this.#buf = new Uint8Array(bufferSize);
+    this.#buf = new Uint8Array(options.bufferSize ?? 1 << 20);
+    this.#durable = options.durable ?? true;
   }
 
   /** Creates (or truncates) a file with owner-only permissions. */
-  static async create(path: string): Promise<FileSink> {
-    return new FileSink(await Deno.open(path, { write: true, create: true, truncate: true, mode: 0o600 }));
+  static async create(path: string, options: { durable?: boolean } = {}): Promise<FileSink> {
+    return new FileSink(
+      await Deno.open(path, { write: true, create: true, truncate: true, mode: 0o600 }),
+      options,
+    );
   }
 
   async write(bytes: Uint8Array): Promise<void> {
@@ -139,10 +155,10 @@ export class FileSink implements ByteSink {
     this.#used = 0;
   }
 
-  /** Flushes buffered bytes and fsyncs. */
+  /** Flushes buffered bytes and, for a durable sink, fsyncs. */
   async sync(): Promise<void> {
     await this.#flush();
-    await this.#file.sync();
+    if (this.#durable) await this.#file.sync();
   }
 
   async close(): Promise<void> {

@@ -44,6 +44,7 @@ import {
   PageType,
   parseAlgorithm,
   PH,
+  RG,
   rowGroups,
 } from "./metadata.ts";
 
@@ -115,6 +116,8 @@ interface ChunkCrypto {
   encryption: ColumnEncryption;
 }
 
+/** How many pages ahead payloads are decrypted concurrently. */
+const PAGE_WINDOW = 4;
 const MAGIC_PLAIN = "PAR1";
 const MAGIC_ENC = "PARE";
 const textDecoder = new TextDecoder();
@@ -230,6 +233,7 @@ export class ParquetReader {
   #footerKey?: AesKey;
   #keys = new Map<string, Promise<AesKey | undefined>>();
   #cmd = new Map<string, Promise<TStruct>>();
+  #prefetched = new Map<string, Promise<Uint8Array>>();
 
   private constructor(
     source: ByteSource,
@@ -429,6 +433,14 @@ export class ParquetReader {
     };
   }
 
+  /**
+   * Row-group ordinal used in AADs: the stored RowGroup.ordinal (as parquet-java reads it), else
+   * the row group's position (as Arrow C++ does; both agree in files either writes).
+   */
+  #ordinal(rg: number): number {
+    return rowGroups(this.metadata)[rg]?.int(RG.ordinal) ?? rg;
+  }
+
   #chunk(rg: number, col: number): TStruct {
     const group = rowGroups(this.metadata)[rg];
     if (!group) throw new PmeFormatError(`row group ${rg} does not exist`, { file: this.#source.name });
@@ -518,7 +530,7 @@ export class ParquetReader {
       key!,
       "gcm",
       encrypted,
-      moduleAad(this.#fileAad!, ModuleType.ColumnMetaData, rg, col),
+      moduleAad(this.#fileAad!, ModuleType.ColumnMetaData, this.#ordinal(rg), col),
     );
     return decodeStruct(plain, 0, "ColumnMetaData").struct;
   }
@@ -550,81 +562,122 @@ export class ParquetReader {
     return { start, length, hasDictionary };
   }
 
+  /**
+   * Starts reading a chunk's bytes so that a later {@link pages} call finds them ready (lets the
+   * caller overlap I/O with crypto). At most one chunk should be prefetched at a time.
+   */
+  prefetch(rg: number, col: number): void {
+    const id = `${rg}:${col}`;
+    if (this.#prefetched.has(id)) return;
+    const p = this.chunkRange(rg, col).then(({ start, length }) => this.#source.read(start, length));
+    p.catch(() => {}); // reported by pages() when it awaits the read
+    this.#prefetched.set(id, p);
+  }
+
   /** Yields the pages of a column chunk, decrypted. */
   async *pages(rg: number, col: number): AsyncGenerator<Page> {
     const loc = this.#loc(rg, col);
     const { start, length, hasDictionary } = await locate(loc, () => this.chunkRange(rg, col));
     const c = await locate(loc, () => this.#requireKey(rg, col));
-    const buf = await locate(loc, () => this.#source.read(start, length));
+    const prefetched = this.#prefetched.get(`${rg}:${col}`);
+    this.#prefetched.delete(`${rg}:${col}`);
+    const buf = await locate(loc, () => prefetched ?? this.#source.read(start, length));
     const pageCipher: ModuleCipher = this.algorithm?.algorithm === "AES_GCM_CTR_V1" ? "ctr" : "gcm";
+    // Headers are read in order (each gives the next page's position); payloads are decrypted
+    // concurrently, up to PAGE_WINDOW pages ahead, and yielded in order.
+    const pending: { page: Omit<Page, "payload">; payload: Promise<Uint8Array> }[] = [];
     let pos = 0;
     let ordinal = 0;
     let first = true;
-    while (pos < length) {
-      const pageLoc = { ...loc, page: ordinal };
-      const page = await locate(pageLoc, async () => {
+    while (pos < length || pending.length) {
+      if (pos < length && pending.length < PAGE_WINDOW) {
+        const pageLoc = { ...loc, page: ordinal };
+        const dictExpected = first && hasDictionary;
         let header: TStruct;
-        if (c.key) {
-          const dictHeader = first && hasDictionary;
-          const type = dictHeader ? ModuleType.DictionaryPageHeader : ModuleType.DataPageHeader;
-          const size = moduleSize(buf, pos, length - pos, "gcm");
-          const plain = await this.#decrypt(
-            c.key,
-            "gcm",
-            buf.subarray(pos, pos + size),
-            type,
-            rg,
-            col,
-            ordinal,
-          );
-          header = decodeStruct(plain, 0, "page header").struct;
-          pos += size;
-        } else {
-          const d = decodeStruct(buf.subarray(0, length), pos, "page header");
-          header = d.struct;
-          pos += d.length;
+        ({ header, pos } = await locate(
+          pageLoc,
+          () => this.#readHeader(c.key, buf, pos, length, dictExpected, rg, col, ordinal),
+        ));
+        const type = header.reqInt(PH.type, "PageHeader.type") as PageType;
+        const raw = await locate(pageLoc, () => Promise.resolve(this.#pageBytes(buf, pos, length, header)));
+        pos += raw.length;
+        const isData = type === PageType.DataPage || type === PageType.DataPageV2;
+        const page = { type, header, ordinal: isData ? ordinal : -1 };
+        const payload = locate(
+          pageLoc,
+          () => this.#decryptPage(c.key, pageCipher, page, raw, dictExpected, rg, col),
+        );
+        payload.catch(() => {}); // awaited below in order; avoid unhandled-rejection noise meanwhile
+        pending.push({ page, payload });
+        if (isData) ordinal++;
+        first = false;
+        continue;
+      }
+      const next = pending.shift()!;
+      yield { ...next.page, payload: await next.payload };
+    }
+  }
+
+  async #readHeader(
+    key: AesKey | undefined,
+    buf: Uint8Array,
+    pos: number,
+    length: number,
+    dictExpected: boolean,
+    rg: number,
+    col: number,
+    ordinal: number,
+  ): Promise<{ header: TStruct; pos: number }> {
+    if (!key) {
+      const d = decodeStruct(buf.subarray(0, length), pos, "page header");
+      return { header: d.struct, pos: pos + d.length };
+    }
+    const type = dictExpected ? ModuleType.DictionaryPageHeader : ModuleType.DataPageHeader;
+    const size = moduleSize(buf, pos, length - pos, "gcm");
+    const plain = await this.#decrypt(key, "gcm", buf.subarray(pos, pos + size), type, rg, col, ordinal);
+    return { header: decodeStruct(plain, 0, "page header").struct, pos: pos + size };
+  }
+
+  /** The page's stored bytes, CRC-checked. */
+  #pageBytes(buf: Uint8Array, pos: number, length: number, header: TStruct): Uint8Array {
+    const compressed = header.reqInt(PH.compressedPageSize, "PageHeader.compressed_page_size");
+    if (compressed < 0 || pos + compressed > length) {
+      throw new PmeFormatError(
+        `page of ${compressed} bytes runs past the end of the column chunk`,
+        {},
+        "the file is truncated or damaged",
+      );
+    }
+    const raw = buf.subarray(pos, pos + compressed);
+    const crc = header.int(PH.crc);
+    if (crc !== undefined && (this.#options.checkPageCrc ?? true) && (crc32(raw) | 0) !== crc) {
+      throw new PmeAuthError("page CRC does not match", {}, "the page bytes were modified or damaged");
+    }
+    return raw;
+  }
+
+  async #decryptPage(
+    key: AesKey | undefined,
+    cipher: ModuleCipher,
+    page: Omit<Page, "payload">,
+    raw: Uint8Array,
+    dictExpected: boolean,
+    rg: number,
+    col: number,
+  ): Promise<Uint8Array> {
+    if (!key) return raw;
+    switch (page.type) {
+      case PageType.DictionaryPage:
+        if (!dictExpected) {
+          throw new PmeFormatError("dictionary page found where the metadata announces none");
         }
-        const pageType = header.reqInt(PH.type, "PageHeader.type") as PageType;
-        const compressed = header.reqInt(PH.compressedPageSize, "PageHeader.compressed_page_size");
-        if (compressed < 0 || pos + compressed > length) {
-          throw new PmeFormatError(
-            `page of ${compressed} bytes runs past the end of the column chunk`,
-            {},
-            "the file is truncated or damaged",
-          );
-        }
-        const raw = buf.subarray(pos, pos + compressed);
-        pos += compressed;
-        const crc = header.int(PH.crc);
-        if (crc !== undefined && (this.#options.checkPageCrc ?? true) && (crc32(raw) | 0) !== crc) {
-          throw new PmeAuthError("page CRC does not match", {}, "the page bytes were modified or damaged");
-        }
-        if (pageType === PageType.DictionaryPage) {
-          if (c.key && !(first && hasDictionary)) {
-            throw new PmeFormatError("dictionary page found where the metadata announces none");
-          }
-          const payload = c.key
-            ? await this.#decrypt(c.key, pageCipher, raw, ModuleType.DictionaryPage, rg, col, 0)
-            : raw;
-          return { type: pageType, header, payload, ordinal: -1 };
-        }
-        if (pageType === PageType.DataPage) {
-          const payload = c.key
-            ? await this.#decrypt(c.key, pageCipher, raw, ModuleType.DataPage, rg, col, ordinal)
-            : raw;
-          return { type: pageType, header, payload, ordinal: ordinal++ };
-        }
-        if (pageType === PageType.DataPageV2) {
-          const payload = c.key
-            ? await this.#decryptV2(c.key, pageCipher, raw, header, rg, col, ordinal)
-            : raw;
-          return { type: pageType, header, payload, ordinal: ordinal++ };
-        }
-        if (c.key) throw new PmeUnsupportedError(`page type ${pageType} in an encrypted column chunk`);
-        return { type: pageType, header, payload: raw, ordinal: -1 };
-      });
-      first = false;
-      yield page;
+        return await this.#decrypt(key, cipher, raw, ModuleType.DictionaryPage, rg, col, 0);
+      case PageType.DataPage:
+        return await this.#decrypt(key, cipher, raw, ModuleType.DataPage, rg, col, page.ordinal);
+      case PageType.DataPageV2:
+        return await this.#decryptV2(key, cipher, raw, page.header, rg, col, page.ordinal);
+      default:
+        throw new PmeUnsupportedError(`page type ${page.type} in an encrypted column chunk`);
     }
   }
 
@@ -638,7 +691,12 @@ export class ParquetReader {
     page: number,
   ): Promise<Uint8Array> {
     try {
-      return await decryptModule(key, cipher, module, moduleAad(this.#fileAad!, type, rg, col, page));
+      return await decryptModule(
+        key,
+        cipher,
+        module,
+        moduleAad(this.#fileAad!, type, this.#ordinal(rg), col, page),
+      );
     } catch (e) {
       if (e instanceof PmeError) throw e.at({ module: MODULE_NAMES[type] });
       throw e;

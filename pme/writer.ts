@@ -13,6 +13,7 @@ import { CT, encodeStruct, stringList, structList, type TList, TStruct } from ".
 import {
   AesKey,
   encryptModule,
+  encryptModuleParts,
   type ModuleCipher,
   type PmeAlgorithm,
   signFooter,
@@ -27,7 +28,7 @@ import {
   PmeUnsupportedError,
 } from "./errors.ts";
 import type { ByteSink } from "./io.ts";
-import { locate, type ParquetReader } from "./reader.ts";
+import { locate, type Page, type ParquetReader } from "./reader.ts";
 import {
   type AlgorithmInfo,
   algorithmStruct,
@@ -229,6 +230,79 @@ function redact(cmd: TStruct): TStruct {
   return r;
 }
 
+/** How many pages are framed (encrypted) concurrently. */
+const PAGE_WINDOW = 4;
+
+/** A page ready to write: header bytes (plain or module) and body parts. */
+interface FramedPage {
+  type: PageType;
+  header: Uint8Array;
+  body: Uint8Array[];
+  uncompressed: number;
+}
+
+interface FrameContext {
+  fAad: Uint8Array;
+  rg: number;
+  col: number;
+  pageCipher: ModuleCipher;
+  v2Java: boolean;
+  checksums?: boolean;
+}
+
+/** Encrypts (or passes through) one page and builds its header. */
+async function framePage(page: Page, key: AesKey | undefined, ctx: FrameContext): Promise<FramedPage> {
+  const header = page.header.clone();
+  const { fAad, rg, col } = ctx;
+  const isDict = page.type === PageType.DictionaryPage;
+  const isData = page.type === PageType.DataPage || page.type === PageType.DataPageV2;
+  let body: Uint8Array[];
+  if (!key) body = [page.payload];
+  else if (isDict) {
+    body = await encryptModuleParts(
+      key,
+      ctx.pageCipher,
+      page.payload,
+      moduleAad(fAad, ModuleType.DictionaryPage, rg, col),
+    );
+  } else if (isData) {
+    const aad = moduleAad(fAad, ModuleType.DataPage, rg, col, page.ordinal);
+    const v2 = header.struct(PH.dataPageHeaderV2);
+    const levels = page.type === PageType.DataPageV2 && ctx.v2Java
+      ? (v2?.int(DPH2.repetitionLevelsByteLength) ?? 0) + (v2?.int(DPH2.definitionLevelsByteLength) ?? 0)
+      : 0;
+    body = levels > 0
+      ? [
+        page.payload.subarray(0, levels),
+        ...await encryptModuleParts(key, ctx.pageCipher, page.payload.subarray(levels), aad),
+      ]
+      : await encryptModuleParts(key, ctx.pageCipher, page.payload, aad);
+  } else {
+    throw new PmeUnsupportedError(`page type ${page.type} cannot be encrypted`, { page: page.ordinal });
+  }
+  header.setI32(PH.compressedPageSize, body.reduce((n, b) => n + b.length, 0));
+  if (header.has(PH.crc) || ctx.checksums) {
+    let c = 0;
+    for (const b of body) c = crc32(b, c);
+    header.setI32(PH.crc, c | 0);
+  }
+  const plainHeader = encodeStruct(header);
+  const headerType = isDict ? ModuleType.DictionaryPageHeader : ModuleType.DataPageHeader;
+  return {
+    type: page.type,
+    header: key
+      ? await encryptModule(
+        key,
+        "gcm",
+        plainHeader,
+        moduleAad(fAad, headerType, rg, col, isDict ? 0 : page.ordinal),
+      )
+      : plainHeader,
+    body,
+    uncompressed: header.reqInt(PH.uncompressedPageSize, "uncompressed_page_size"),
+  };
+}
+
 /**
  * Transcodes `reader`'s file into `sink`. Nothing is decoded or re-compressed; pages are
  * decrypted and/or encrypted as modules.
@@ -281,6 +355,12 @@ export async function transcode(
     for (let col = 0; col < plans.length; col++) {
       const p = plans[col];
       const loc = { file: reader.name, rowGroup: rg, column: p.dotted };
+      const next = col + 1 < plans.length
+        ? [rg, plans[col + 1].input]
+        : rg + 1 < inputGroups.length
+        ? [rg + 1, plans[0].input]
+        : undefined;
+      if (next) reader.prefetch(next[0], next[1]);
       const chunkOut = await locate(loc, async () => {
         const cmd = (await reader.columnMetaData(rg, p.input)).clone();
         const inputChunk = columnChunks(inputGroups[rg])[p.input];
@@ -289,71 +369,34 @@ export async function transcode(
         let dictOffset: number | undefined;
         let dataOffset: number | undefined;
         const pageLocations: { offset: number; size: number }[] = [];
-        for await (const page of reader.pages(rg, p.input)) {
+        // Pages are framed concurrently (PAGE_WINDOW in flight) and written in order.
+        const pending: Promise<FramedPage>[] = [];
+        const writeOne = async () => {
+          const f = await pending.shift()!;
           const at = sink.position;
-          const header = page.header.clone();
-          let body: Uint8Array | Uint8Array[];
-          let headerBytes: Uint8Array;
-          const isDict = page.type === PageType.DictionaryPage;
-          if (p.key) {
-            if (isDict) {
-              body = await encryptModule(
-                p.key,
-                pageCipher,
-                page.payload,
-                moduleAad(fAad, ModuleType.DictionaryPage, rg, col),
-              );
-            } else if (page.type === PageType.DataPage || page.type === PageType.DataPageV2) {
-              const aad = moduleAad(fAad, ModuleType.DataPage, rg, col, page.ordinal);
-              const v2 = header.struct(PH.dataPageHeaderV2);
-              const levels = page.type === PageType.DataPageV2 && v2Java
-                ? (v2?.int(DPH2.repetitionLevelsByteLength) ?? 0) +
-                  (v2?.int(DPH2.definitionLevelsByteLength) ?? 0)
-                : 0;
-              body = levels > 0
-                ? [
-                  page.payload.subarray(0, levels),
-                  await encryptModule(p.key, pageCipher, page.payload.subarray(levels), aad),
-                ]
-                : await encryptModule(p.key, pageCipher, page.payload, aad);
-            } else {
-              throw new PmeUnsupportedError(`page type ${page.type} cannot be encrypted`, {
-                page: page.ordinal,
-              });
-            }
-          } else {
-            body = page.payload;
-          }
-          const parts = Array.isArray(body) ? body : [body];
-          const bodyLen = parts.reduce((n, b) => n + b.length, 0);
-          header.setI32(PH.compressedPageSize, bodyLen);
-          if (header.has(PH.crc) || options.pageChecksums) {
-            let c = 0;
-            for (const b of parts) c = crc32(b, c);
-            header.setI32(PH.crc, c | 0);
-          }
-          const plainHeader = encodeStruct(header);
-          if (p.key) {
-            const type = isDict ? ModuleType.DictionaryPageHeader : ModuleType.DataPageHeader;
-            headerBytes = await encryptModule(
-              p.key,
-              "gcm",
-              plainHeader,
-              moduleAad(fAad, type, rg, col, isDict ? 0 : page.ordinal),
-            );
-          } else {
-            headerBytes = plainHeader;
-          }
-          await sink.write(headerBytes);
-          for (const b of parts) await sink.write(b);
-          uncompressed += header.reqInt(PH.uncompressedPageSize, "uncompressed_page_size") +
-            headerBytes.length;
-          if (isDict) dictOffset ??= at;
-          else if (page.type === PageType.DataPage || page.type === PageType.DataPageV2) {
+          await sink.write(f.header);
+          for (const b of f.body) await sink.write(b);
+          uncompressed += f.uncompressed + f.header.length;
+          if (f.type === PageType.DictionaryPage) dictOffset ??= at;
+          else if (f.type === PageType.DataPage || f.type === PageType.DataPageV2) {
             dataOffset ??= at;
             pageLocations.push({ offset: at, size: sink.position - at });
           }
+        };
+        for await (const page of reader.pages(rg, p.input)) {
+          const framed = framePage(page, p.key, {
+            fAad,
+            rg,
+            col,
+            pageCipher,
+            v2Java,
+            checksums: options.pageChecksums,
+          });
+          framed.catch(() => {}); // awaited in order by writeOne
+          pending.push(framed);
+          if (pending.length >= PAGE_WINDOW) await writeOne();
         }
+        while (pending.length) await writeOne();
         if (dataOffset === undefined) throw new PmeFormatError("column chunk has no data page");
         cmd.setI64(CMD.dataPageOffset, dataOffset);
         if (dictOffset !== undefined) cmd.setI64(CMD.dictionaryPageOffset, dictOffset);

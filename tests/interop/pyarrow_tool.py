@@ -25,10 +25,27 @@ single ``error: ...`` line on stderr on failure):
     Arrow types of the selected columns) and the same values.  Exit 1 and
     describe the first difference otherwise.
 
-``write-encrypted IN OUT [options]``
-    Re-write plaintext IN as a pyarrow-encrypted OUT, either with the
-    low-level uniform-key API or with ``CryptoFactory`` and the *identity* test
-    KMS (``wrap_key`` = base64 of the key, ``unwrap_key`` = base64-decode).
+``write-encrypted IN OUT [--footer-key ID=HEX] [--column-key COL:ID=HEX ...]
+[--uniform] [--algorithm AES_GCM_V1|AES_GCM_CTR_V1] [--plaintext-footer]
+[--aad-prefix TEXT] [--no-store-aad-prefix] [--data-page-version 1.0|2.0]
+[--double-wrapping] [--external-key-material] [--key-tools]
+[--data-key-bits 128|192|256] [--compression C] [--[no-]page-index]
+[--page-checksum] [--no-dictionary] [--data-page-size N] [--bloom-filter COL]``
+    Re-write plaintext IN (row group by row group, so the row-group layout is
+    kept) as a pyarrow-encrypted OUT.
+
+    * ``--uniform`` (and none of ``--double-wrapping``,
+      ``--external-key-material``, ``--key-tools``): low-level
+      ``pe.create_encryption_properties(footer_key_bytes, ...)``; the footer
+      HEX is the real key, the file carries no key metadata, the AAD prefix
+      options apply.
+    * otherwise ``pe.CryptoFactory`` with the *identity* test KMS
+      (``wrap_key`` = base64(key), ``unwrap_key`` = base64-decode); IDs are
+      master-key IDs, HEX values are only syntax-checked (DEKs are random);
+      single wrapping and internal key material unless asked otherwise.
+      ``COL`` may list several columns (``a,b.c:ID=HEX``).  An AAD prefix is
+      not possible on this path (error).
+    Defaults: compression and page index as in IN, INT96 kept, data page 1.0.
 
 ``read-encrypted IN OUT [--footer-key ID=HEX] [--aad-prefix TEXT] [--columns a,b]``
     Decrypt IN with pyarrow and write its content as plaintext Parquet OUT.

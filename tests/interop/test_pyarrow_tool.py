@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -365,7 +366,9 @@ def main() -> int:
             print(f"FAIL  {name}")
             traceback.print_exc()
     print(f"gen-inputs took {_GEN_SECONDS:.2f}s; {len(tests) - failed}/{len(tests)} passed "
-          f"in {time.monotonic() - t_all:.1f}s; temp dir {_TMP}")
+          f"in {time.monotonic() - t_all:.1f}s" + (f"; kept {_TMP}" if failed else ""))
+    if not failed:
+        shutil.rmtree(_TMP, ignore_errors=True)
     return 1 if failed else 0
 
 
