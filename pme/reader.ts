@@ -12,6 +12,7 @@ import { decodeStruct, TStruct } from "./thrift.ts";
 import {
   AesKey,
   decryptModule,
+  GCM_OVERHEAD,
   type ModuleCipher,
   moduleSize,
   SIGNATURE_LENGTH,
@@ -550,8 +551,11 @@ export class ParquetReader {
         this.#loc(rg, col),
       );
     }
-    const hasDictionary = dict !== undefined && dict > 0 && dict < data;
+    // A chunk of an empty row group may hold only a dictionary page, with data_page_offset 0
+    // (pyarrow writes such chunks).
+    const hasDictionary = dict !== undefined && dict > 0 && (dict < data || data === 0);
     const start = hasDictionary ? dict! : data;
+    if (length === 0) return { start, length, hasDictionary: false };
     if (start < 4 || length < 0 || start + length > this.#source.size - 8) {
       throw new PmeFormatError(
         `column chunk [${start}, ${start + length}) lies outside the file`,
@@ -809,7 +813,7 @@ export class ParquetReader {
         );
         const { struct, length } = decodeStruct(hplain, 0, "bloom filter header");
         const numBytes = struct.reqInt(BFH.numBytes, "BloomFilterHeader.numBytes");
-        const bitsetModule = await this.#source.read(offset + hsize, numBytes + 28);
+        const bitsetModule = await this.#source.read(offset + hsize, numBytes + GCM_OVERHEAD);
         const bitset = await this.#decrypt(
           c.key,
           "gcm",

@@ -397,8 +397,8 @@ export async function transcode(
           if (pending.length >= PAGE_WINDOW) await writeOne();
         }
         while (pending.length) await writeOne();
-        if (dataOffset === undefined) throw new PmeFormatError("column chunk has no data page");
-        cmd.setI64(CMD.dataPageOffset, dataOffset);
+        // A chunk without data pages (empty row group) keeps data_page_offset 0, as pyarrow writes it.
+        cmd.setI64(CMD.dataPageOffset, dataOffset ?? 0);
         if (dictOffset !== undefined) cmd.setI64(CMD.dictionaryPageOffset, dictOffset);
         else cmd.delete(CMD.dictionaryPageOffset);
         cmd.delete(CMD.indexPageOffset);
