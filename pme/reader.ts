@@ -219,6 +219,8 @@ export class ParquetReader {
   readonly algorithm?: AlgorithmInfo;
   /** FileMetaData as stored (column metadata of column-key columns still encrypted). */
   readonly metadata: TStruct;
+  /** The FileMetaData's exact Thrift bytes (decrypted, without parquet-java's zero padding). */
+  readonly footerBytes: Uint8Array;
   /** Leaf columns. */
   readonly columns: ColumnInfo[];
   /** Key metadata of the footer key (encrypted files), if stored. */
@@ -243,6 +245,7 @@ export class ParquetReader {
       mode: FooterMode;
       algorithm?: AlgorithmInfo;
       metadata: TStruct;
+      footerBytes: Uint8Array;
       footerKeyMetadata?: Uint8Array;
       fileAad?: Uint8Array;
       footerKey?: AesKey;
@@ -255,6 +258,7 @@ export class ParquetReader {
     this.mode = init.mode;
     this.algorithm = init.algorithm;
     this.metadata = init.metadata;
+    this.footerBytes = init.footerBytes;
     this.footerKeyMetadata = init.footerKeyMetadata;
     this.#fileAad = init.fileAad;
     this.#footerKey = init.footerKey;
@@ -314,7 +318,7 @@ export class ParquetReader {
           module: "footer",
         });
       }
-      return new ParquetReader(source, options, { mode: "plaintext", metadata: fmd });
+      return new ParquetReader(source, options, { mode: "plaintext", metadata: fmd, footerBytes: footer });
     }
     // Plaintext footer with signature.
     const algorithm = parseAlgorithm(algStruct);
@@ -361,6 +365,7 @@ export class ParquetReader {
       mode: "signed",
       algorithm,
       metadata: fmd,
+      footerBytes: footer.subarray(0, length),
       footerKeyMetadata,
       fileAad: fAad,
       footerKey,
@@ -413,11 +418,12 @@ export class ParquetReader {
         throw e;
       },
     );
-    const { struct: fmd } = decodeStruct(plain, 0, "footer FileMetaData");
+    const { struct: fmd, length: fmdLength } = decodeStruct(plain, 0, "footer FileMetaData");
     return new ParquetReader(source, options, {
       mode: "encrypted",
       algorithm,
       metadata: fmd,
+      footerBytes: plain.subarray(0, fmdLength),
       footerKeyMetadata,
       fileAad: fAad,
       footerKey,
