@@ -21,7 +21,7 @@ check() { # name, command...
 }
 check "deno fmt" "$DENO" fmt --check
 check "deno lint" "$DENO" lint
-check "deno check" "$DENO" check cli/ pme/ tests/ bench/
+check "deno check" "$DENO" check cli/ pme/ tests/ bench/ scripts/
 
 # Deno tests (JUnit report gives per-test counts; steps count as tests).
 rm -f .cache/deno-junit.xml
