@@ -36,7 +36,8 @@ export const PME_USAGE = `Usage: deno task cli pme <command>
           [--new-algorithm ...] [--new-plaintext-footer] [--new-aad-prefix TEXT] [--new-no-store-aad-prefix]
 A key is ID=HEX (32/48/64 hex digits) or ID=base64:B64; its key metadata is the UTF-8 bytes of ID.
 inspect, decrypt and rekey also take --footer-key ID=KEY and --column-key PATH:ID=KEY to use a key
-whatever the file's key metadata says (files written without key metadata).`;
+whatever the file's key metadata says (files written without key metadata), and
+--assume-ctr-pages for AES_GCM_CTR_V1 files whose plaintext footer says AES_GCM_V1 (pyarrow <= 25).`;
 
 function algorithmOf(v: string | undefined, option: string): PmeAlgorithm | undefined {
   if (v === undefined) return undefined;
@@ -57,6 +58,7 @@ const DECRYPT_OPTIONS = {
   "footer-key": { type: "string" },
   "column-key": { type: "string", multiple: true },
   "aad-prefix": { type: "string" },
+  "assume-ctr-pages": { type: "boolean" },
 } as const;
 
 function decryptionOptions(values: {
@@ -64,6 +66,7 @@ function decryptionOptions(values: {
   "footer-key"?: string;
   "column-key"?: string[];
   "aad-prefix"?: string;
+  "assume-ctr-pages"?: boolean;
 }): DecryptionOptions {
   const parsed: CliKey[] = (values.key ?? []).map((k) => parseKey(k, "--key"));
   const columnKeys: Record<string, Uint8Array> = {};
@@ -76,6 +79,7 @@ function decryptionOptions(values: {
     footerKey: values["footer-key"] ? parseKey(values["footer-key"], "--footer-key").key : undefined,
     columnKeys,
     aadPrefix: values["aad-prefix"] !== undefined ? te.encode(values["aad-prefix"]) : undefined,
+    assumeCtrPages: values["assume-ctr-pages"],
   };
 }
 

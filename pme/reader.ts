@@ -81,6 +81,12 @@ export interface DecryptionOptions {
   checkFooterIntegrity?: boolean;
   /** Verify page CRCs when present (default true). */
   checkPageCrc?: boolean;
+  /**
+   * Decrypt page payloads with AES-CTR although the footer says AES_GCM_V1. Arrow C++ up to
+   * pyarrow 25 wrote AES_GCM_V1 into plaintext footers of AES_GCM_CTR_V1 files (pitfall P1); such
+   * files need this. Off by default: guessing would weaken GCM files.
+   */
+  assumeCtrPages?: boolean;
 }
 
 /** Footer modes. */
@@ -592,7 +598,8 @@ export class ParquetReader {
     const prefetched = this.#prefetched.get(`${rg}:${col}`);
     this.#prefetched.delete(`${rg}:${col}`);
     const buf = await locate(loc, () => prefetched ?? this.#source.read(start, length));
-    const pageCipher: ModuleCipher = this.algorithm?.algorithm === "AES_GCM_CTR_V1" ? "ctr" : "gcm";
+    const pageCipher: ModuleCipher =
+      this.algorithm?.algorithm === "AES_GCM_CTR_V1" || this.#options.assumeCtrPages ? "ctr" : "gcm";
     // Headers are read in order (each gives the next page's position); payloads are decrypted
     // concurrently, up to PAGE_WINDOW pages ahead, and yielded in order.
     const pending: { page: Omit<Page, "payload">; payload: Promise<Uint8Array> }[] = [];
@@ -708,9 +715,23 @@ export class ParquetReader {
         moduleAad(this.#fileAad!, type, this.#ordinal(rg), col, page),
       );
     } catch (e) {
+      if (e instanceof PmeAuthError && this.#maybeMislabelledCtr(type)) {
+        throw new PmeAuthError(
+          e.what,
+          { module: MODULE_NAMES[type] },
+          `${e.hint}; or, if this file was written by pyarrow/Arrow C++ ≤ 25 with AES_GCM_CTR_V1 and a plaintext footer (which mislabels the algorithm), read it with assumeCtrPages (CLI: --assume-ctr-pages)`,
+        );
+      }
       if (e instanceof PmeError) throw e.at({ module: MODULE_NAMES[type] });
       throw e;
     }
+  }
+
+  /** A GCM page failure in a file that may be Arrow C++'s mislabelled CTR file (pitfall P1). */
+  #maybeMislabelledCtr(type: ModuleType): boolean {
+    return (type === ModuleType.DataPage || type === ModuleType.DictionaryPage) && this.mode === "signed" &&
+      this.algorithm?.algorithm === "AES_GCM_V1" && !this.#options.assumeCtrPages &&
+      (this.metadata.str(FMD.createdBy) ?? "").startsWith("parquet-cpp-arrow");
   }
 
   /**
