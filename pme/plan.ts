@@ -1,0 +1,127 @@
+/**
+ * Column planning for a transcode: which input columns go to the output (selection, columns whose
+ * key is missing) and how each is protected there (plaintext, footer key, own key).
+ *
+ * @module
+ */
+
+import { AesKey } from "./cipher.ts";
+import { MAX_ORDINAL } from "./aad.ts";
+import { PmeConfigError, PmeKeyMissingError, PmeUnsupportedError } from "./errors.ts";
+import type { ParquetReader } from "./reader.ts";
+import type { TranscodeOptions } from "./options.ts";
+
+/** How one output column is produced. */
+export interface ColumnPlan {
+  /** Input column index. */
+  input: number;
+  dotted: string;
+  path: string[];
+  /** Output key; undefined for a plaintext column. */
+  key?: AesKey;
+  /** Encrypted with its own key (EncryptionWithColumnKey) rather than the footer key. */
+  withColumnKey: boolean;
+  keyMetadata?: Uint8Array;
+}
+
+/** The plan of a transcode. */
+export interface Plan {
+  columns: ColumnPlan[];
+  /** Input columns left out because their key is not available. */
+  skipped: string[];
+  /** Output footer key (encrypted output only). */
+  footerKey?: AesKey;
+}
+
+/** True when `selector` names the column (its dotted leaf path) or one of its parents. */
+export function matches(selector: string, dotted: string): boolean {
+  return dotted === selector || dotted.startsWith(selector + ".");
+}
+
+/** Plans the output columns; fails before anything is written. */
+export async function planColumns(reader: ParquetReader, options: TranscodeOptions): Promise<Plan> {
+  const enc = options.encryption;
+  const all = reader.columns;
+  const listed = all.map((c) => c.dotted).join(", ");
+  let selected = all;
+  const skipped: string[] = [];
+  if (options.columns) {
+    for (const sel of options.columns) {
+      if (!all.some((c) => matches(sel, c.dotted))) {
+        throw new PmeConfigError(
+          `column ${sel} is not in the file`,
+          { file: reader.name },
+          `columns are: ${listed}`,
+        );
+      }
+    }
+    selected = all.filter((c) => options.columns!.some((sel) => matches(sel, c.dotted)));
+    for (const c of selected) {
+      if (!(await reader.canRead(c.index))) {
+        throw new PmeKeyMissingError(
+          "the key of a selected column is not available",
+          { file: reader.name, column: c.dotted },
+          "supply its key, or leave the column out of the selection",
+        );
+      }
+    }
+  } else {
+    const readable: typeof selected = [];
+    for (const c of selected) {
+      if (await reader.canRead(c.index)) readable.push(c);
+      else skipped.push(c.dotted);
+    }
+    selected = readable;
+  }
+  if (selected.length === 0) {
+    throw new PmeKeyMissingError(
+      "no column can be read with the keys given",
+      { file: reader.name },
+      "supply column keys",
+    );
+  }
+  if (!enc) {
+    return {
+      columns: selected.map((c) => ({
+        input: c.index,
+        dotted: c.dotted,
+        path: c.path,
+        withColumnKey: false,
+      })),
+      skipped,
+    };
+  }
+  if (selected.length > MAX_ORDINAL + 1) {
+    throw new PmeUnsupportedError(
+      `${selected.length} columns exceed the ${MAX_ORDINAL + 1} an encrypted file can hold`,
+    );
+  }
+  const footerKey = await AesKey.import(enc.footerKey, "footer key");
+  const keyed = new Map<string, AesKey>();
+  for (const [sel, ck] of Object.entries(enc.columnKeys ?? {})) {
+    if (!selected.some((c) => matches(sel, c.dotted))) {
+      throw new PmeConfigError(
+        `column key given for ${sel}, which is not a column of the output`,
+        { file: reader.name },
+        `columns are: ${selected.map((c) => c.dotted).join(", ")}`,
+      );
+    }
+    keyed.set(sel, await AesKey.import(ck.key, `key of column ${sel}`));
+  }
+  const columns = selected.map((c): ColumnPlan => {
+    const base = { input: c.index, dotted: c.dotted, path: c.path, withColumnKey: false };
+    if (!enc.columnKeys) return { ...base, key: footerKey };
+    const sels = Object.keys(enc.columnKeys).filter((sel) => matches(sel, c.dotted));
+    if (sels.length > 1) {
+      throw new PmeConfigError(`column ${c.dotted} is matched by several column keys: ${sels.join(", ")}`);
+    }
+    if (sels.length === 0) return base;
+    return {
+      ...base,
+      key: keyed.get(sels[0]),
+      withColumnKey: true,
+      keyMetadata: enc.columnKeys[sels[0]].keyMetadata,
+    };
+  });
+  return { columns, skipped, footerKey };
+}
