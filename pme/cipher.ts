@@ -40,6 +40,18 @@ export function validateKey(bytes: Uint8Array, what: string): void {
   }
 }
 
+/** Checks a key that is about to encrypt: valid, and not all zeros (parquet-java refuses those). */
+export function validateWriteKey(bytes: Uint8Array, what: string): void {
+  validateKey(bytes, what);
+  if (bytes.every((b) => b === 0)) {
+    throw new PmeConfigError(
+      `${what} is all zeros`,
+      {},
+      "use a random key (parquet-java refuses all-zero keys)",
+    );
+  }
+}
+
 /** An AES key usable for GCM and CTR modules. */
 export class AesKey {
   #invocations = 0;

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { AesKey } from "./cipher.ts";
+import { AesKey, validateWriteKey } from "./cipher.ts";
 import { MAX_ORDINAL } from "./aad.ts";
 import { PmeConfigError, PmeKeyMissingError, PmeUnsupportedError } from "./errors.ts";
 import type { ParquetReader } from "./reader.ts";
@@ -96,6 +96,7 @@ export async function planColumns(reader: ParquetReader, options: TranscodeOptio
       `${selected.length} columns exceed the ${MAX_ORDINAL + 1} an encrypted file can hold`,
     );
   }
+  validateWriteKey(enc.footerKey, "footer key");
   const footerKey = await AesKey.import(enc.footerKey, "footer key");
   const keyed = new Map<string, AesKey>();
   for (const [sel, ck] of Object.entries(enc.columnKeys ?? {})) {
@@ -106,6 +107,7 @@ export async function planColumns(reader: ParquetReader, options: TranscodeOptio
         `columns are: ${selected.map((c) => c.dotted).join(", ")}`,
       );
     }
+    validateWriteKey(ck.key, `key of column ${sel}`);
     keyed.set(sel, await AesKey.import(ck.key, `key of column ${sel}`));
   }
   const columns = selected.map((c): ColumnPlan => {
