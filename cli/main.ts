@@ -21,11 +21,13 @@ export async function main(argv: string[]): Promise<number> {
     switch (area) {
       case "pme":
         return await pmeCommand(rest);
-      case undefined:
       case "help":
       case "--help":
         console.log(USAGE);
-        return area === undefined ? 2 : 0;
+        return 0;
+      case undefined:
+        console.error(`usage error: an area is required\n${USAGE}`);
+        return 2;
       default:
         throw new UsageError(`unknown area ${JSON.stringify(area)}; try "pme"`);
     }

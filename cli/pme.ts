@@ -37,7 +37,8 @@ export const PME_USAGE = `Usage: deno task cli pme <command>
 A key is ID=HEX (32/48/64 hex digits) or ID=base64:B64; its key metadata is the UTF-8 bytes of ID.
 inspect, decrypt and rekey also take --footer-key ID=KEY and --column-key PATH:ID=KEY to use a key
 whatever the file's key metadata says (files written without key metadata), and
---assume-ctr-pages for AES_GCM_CTR_V1 files whose plaintext footer says AES_GCM_V1 (pyarrow <= 25).`;
+--assume-ctr-pages for AES_GCM_CTR_V1 files whose plaintext footer says AES_GCM_V1 (pyarrow <= 25), and
+--require-algorithm ALG to refuse files whose (unauthenticated) algorithm field says otherwise.`;
 
 function algorithmOf(v: string | undefined, option: string): PmeAlgorithm | undefined {
   if (v === undefined) return undefined;
@@ -59,6 +60,7 @@ const DECRYPT_OPTIONS = {
   "column-key": { type: "string", multiple: true },
   "aad-prefix": { type: "string" },
   "assume-ctr-pages": { type: "boolean" },
+  "require-algorithm": { type: "string" },
 } as const;
 
 function decryptionOptions(values: {
@@ -67,6 +69,7 @@ function decryptionOptions(values: {
   "column-key"?: string[];
   "aad-prefix"?: string;
   "assume-ctr-pages"?: boolean;
+  "require-algorithm"?: string;
 }): DecryptionOptions {
   const parsed: CliKey[] = (values.key ?? []).map((k) => parseKey(k, "--key"));
   const columnKeys: Record<string, Uint8Array> = {};
@@ -80,6 +83,7 @@ function decryptionOptions(values: {
     columnKeys,
     aadPrefix: values["aad-prefix"] !== undefined ? te.encode(values["aad-prefix"]) : undefined,
     assumeCtrPages: values["assume-ctr-pages"],
+    requireAlgorithm: algorithmOf(values["require-algorithm"], "--require-algorithm"),
   };
 }
 
@@ -274,6 +278,7 @@ export async function pmeCommand(argv: string[]): Promise<number> {
       });
       const [input, output] = positionals(pos, 2, "IN OUT");
       const columns = values.columns?.split(",").map((c) => c.trim()).filter(Boolean);
+      if (columns?.length === 0) throw new UsageError("--columns needs at least one column name");
       const result = await transcodeFile(input, output, decryptionOptions(values), {
         columns,
         onProgress: progressReporter("decrypt"),
@@ -364,11 +369,13 @@ export async function pmeCommand(argv: string[]): Promise<number> {
       report(result, output, "re-keyed");
       return 0;
     }
-    case undefined:
     case "help":
     case "--help":
       console.log(PME_USAGE);
-      return command === undefined ? 2 : 0;
+      return 0;
+    case undefined:
+      console.error(`usage error: a pme command is required\n${PME_USAGE}`);
+      return 2;
     default:
       throw new UsageError(`unknown pme command ${JSON.stringify(command)}\n${PME_USAGE}`);
   }

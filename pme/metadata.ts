@@ -132,8 +132,8 @@ export function parseAlgorithm(s: TStruct): AlgorithmInfo {
   if (!inner) {
     throw new PmeUnsupportedError(
       "unknown encryption algorithm in file",
-      {},
-      "only AES_GCM_V1 and AES_GCM_CTR_V1 exist",
+      { module: "footer" },
+      "only AES_GCM_V1 and AES_GCM_CTR_V1 exist; the file is damaged or from a newer format version",
     );
   }
   return {

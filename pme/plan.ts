@@ -46,6 +46,13 @@ export async function planColumns(reader: ParquetReader, options: TranscodeOptio
   let selected = all;
   const skipped: string[] = [];
   if (options.columns) {
+    if (options.columns.length === 0) {
+      throw new PmeConfigError(
+        "the column selection is empty",
+        { file: reader.name },
+        `name columns among: ${listed}`,
+      );
+    }
     for (const sel of options.columns) {
       if (!all.some((c) => matches(sel, c.dotted))) {
         throw new PmeConfigError(

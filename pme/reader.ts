@@ -15,6 +15,7 @@ import {
   GCM_OVERHEAD,
   type ModuleCipher,
   moduleSize,
+  type PmeAlgorithm,
   SIGNATURE_LENGTH,
   verifyFooterSignature,
 } from "./cipher.ts";
@@ -87,6 +88,12 @@ export interface DecryptionOptions {
    * files need this. Off by default: guessing would weaken GCM files.
    */
   assumeCtrPages?: boolean;
+  /**
+   * Refuse files encrypted with another algorithm. In encrypted-footer files the algorithm is
+   * stored outside the authenticated footer, so a GCM file could be relabelled as CTR (whose pages
+   * are unauthenticated); readers that know what their writers use should set this.
+   */
+  requireAlgorithm?: PmeAlgorithm;
 }
 
 /** Footer modes. */
@@ -138,10 +145,12 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 /** Adds location facts to engine errors; leaves others unchanged. */
-export function locate<T>(loc: PmeLocation, fn: () => Promise<T>): Promise<T> {
-  return fn().catch((e) => {
+export async function locate<T>(loc: PmeLocation, fn: () => T | Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
     throw e instanceof PmeError ? e.at(loc) : e;
-  });
+  }
 }
 
 /** What a file says about its encryption before any key is used. */
@@ -327,7 +336,7 @@ export class ParquetReader {
       return new ParquetReader(source, options, { mode: "plaintext", metadata: fmd, footerBytes: footer });
     }
     // Plaintext footer with signature.
-    const algorithm = parseAlgorithm(algStruct);
+    const algorithm = fileAlgorithm(algStruct, options);
     const fAad = resolveFileAad(algorithm, options.aadPrefix);
     const footerKeyMetadata = fmd.bin(FMD.footerSigningKeyMetadata);
     const footerKey = await retrieveKey(options.footerKey, footerKeyMetadata, options, {
@@ -389,7 +398,7 @@ export class ParquetReader {
     if (!algStruct) {
       throw new PmeFormatError("FileCryptoMetaData has no encryption algorithm", { module: "footer" });
     }
-    const algorithm = parseAlgorithm(algStruct);
+    const algorithm = fileAlgorithm(algStruct, options);
     const fAad = resolveFileAad(algorithm, options.aadPrefix);
     const footerKeyMetadata = fcm.bin(FCM.keyMetadata);
     const footerKey = await retrieveKey(options.footerKey, footerKeyMetadata, options, {
@@ -616,7 +625,7 @@ export class ParquetReader {
           () => this.#readHeader(c.key, buf, pos, length, dictExpected, rg, col, ordinal),
         ));
         const type = header.reqInt(PH.type, "PageHeader.type") as PageType;
-        const raw = await locate(pageLoc, () => Promise.resolve(this.#pageBytes(buf, pos, length, header)));
+        const raw = await locate(pageLoc, () => this.#pageBytes(buf, pos, length, header));
         pos += raw.length;
         const isData = type === PageType.DataPage || type === PageType.DataPageV2;
         const page = { type, header, ordinal: isData ? ordinal : -1 };
@@ -874,6 +883,19 @@ function locateFooter<T>(fn: () => T): T {
   } catch (e) {
     throw e instanceof PmeError ? e.at({ module: "footer" }) : e;
   }
+}
+
+/** Parses the file's algorithm and applies the caller's algorithm requirement. */
+function fileAlgorithm(s: TStruct, options: DecryptionOptions): AlgorithmInfo {
+  const algorithm = parseAlgorithm(s);
+  if (options.requireAlgorithm && algorithm.algorithm !== options.requireAlgorithm) {
+    throw new PmeAuthError(
+      `file is encrypted with ${algorithm.algorithm}, but ${options.requireAlgorithm} is required`,
+      { module: "footer" },
+      "the file was written with other settings, or its crypto metadata was changed (algorithm downgrade)",
+    );
+  }
+  return algorithm;
 }
 
 /** Applies the AAD-prefix rules of Encryption.md §4.4 / parquet-java and Arrow C++. */

@@ -345,7 +345,7 @@ class Reader {
     }
     const isBool = rawElemType === CT.TRUE || rawElemType === CT.FALSE;
     const elemType = isBool ? CT.TRUE : rawElemType as CT;
-    if (size > this.buf.length - this.pos && !isBool) {
+    if (size > this.buf.length - this.pos) {
       // Every element takes at least one byte: a larger size is corrupt, not a big list.
       this.fail(`list of ${size} elements cannot fit in the remaining bytes`);
     }
@@ -372,11 +372,20 @@ class Reader {
     const kv = this.byte();
     const keyType = (kv >> 4) as CT;
     const valType = (kv & 0x0f) as CT;
+    if (size > this.buf.length - this.pos) {
+      // Every entry takes at least one byte (booleans in maps are written as one byte each).
+      this.fail(`map of ${size} entries cannot fit in the remaining bytes`);
+    }
     const entries: [TValue, TValue][] = [];
     for (let i = 0; i < size; i++) {
-      entries.push([this.readValue(keyType, depth + 1), this.readValue(valType, depth + 1)]);
+      entries.push([this.readElement(keyType, depth + 1), this.readElement(valType, depth + 1)]);
     }
     return { kind: "map", keyType, valType, entries };
+  }
+
+  /** A map key or value: like readValue, but booleans take a byte of their own. */
+  readElement(type: CT, depth: number): TValue {
+    return type === CT.TRUE || type === CT.FALSE ? this.byte() === CT.TRUE : this.readValue(type, depth);
   }
 
   readStruct(depth: number): TStruct {
@@ -519,9 +528,15 @@ class Writer {
     if (m.entries.length === 0) return;
     this.byte((m.keyType << 4) | m.valType);
     for (const [k, v] of m.entries) {
-      this.writeValue(m.keyType, k);
-      this.writeValue(m.valType, v);
+      this.writeElement(m.keyType, k);
+      this.writeElement(m.valType, v);
     }
+  }
+
+  /** A map key or value: booleans take a byte of their own. */
+  writeElement(type: CT, v: TValue) {
+    if (type === CT.TRUE || type === CT.FALSE) this.byte(v ? CT.TRUE : CT.FALSE);
+    else this.writeValue(type, v);
   }
 
   writeStruct(s: TStruct) {
