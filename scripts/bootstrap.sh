@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes a fresh machine ready for fhir-pme: Deno (pinned, from npm), the npm packages Deno uses, and a
-# project-local Python venv with pyarrow for the interop tests. Idempotent; quick when already done.
+# project-local Python venv with pyarrow, and the parquet-java peer jar for the interop tests.
+# Idempotent; quick when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,9 @@ if ! .venv/bin/python -c "import pyarrow, sys; sys.exit(pyarrow.__version__ != '
   .venv/bin/pip install --quiet --disable-pip-version-check "pyarrow==$PYARROW_VERSION" >&2
 fi
 
+# The parquet-java interop peer (Java 17 + Maven come with the machine; Maven Central is reachable).
+bash tests/interop/java/build.sh >&2
+
 # Deno fetches npm: imports itself; cache them so the first test run does not race on downloads.
 "$DENO" install --quiet >&2 2>/dev/null || "$DENO" install >&2
-echo "bootstrap: ready ($("$DENO" --version | head -n 1), pyarrow $PYARROW_VERSION)" >&2
+echo "bootstrap: ready ($("$DENO" --version | head -n 1), pyarrow $PYARROW_VERSION, parquet-java peer)" >&2
