@@ -336,13 +336,8 @@ export class ParquetReader {
       return new ParquetReader(source, options, { mode: "plaintext", metadata: fmd, footerBytes: footer });
     }
     // Plaintext footer with signature.
-    const algorithm = fileAlgorithm(algStruct, options);
-    const fAad = resolveFileAad(algorithm, options.aadPrefix);
     const footerKeyMetadata = fmd.bin(FMD.footerSigningKeyMetadata);
-    const footerKey = await retrieveKey(options.footerKey, footerKeyMetadata, options, {
-      kind: "footer",
-      file: source.name,
-    });
+    const { algorithm, fAad, footerKey } = await footerCrypto(source, options, algStruct, footerKeyMetadata);
     const check = options.checkFooterIntegrity ?? true;
     let signatureVerified: boolean | undefined;
     if (check) {
@@ -398,13 +393,8 @@ export class ParquetReader {
     if (!algStruct) {
       throw new PmeFormatError("FileCryptoMetaData has no encryption algorithm", { module: "footer" });
     }
-    const algorithm = fileAlgorithm(algStruct, options);
-    const fAad = resolveFileAad(algorithm, options.aadPrefix);
     const footerKeyMetadata = fcm.bin(FCM.keyMetadata);
-    const footerKey = await retrieveKey(options.footerKey, footerKeyMetadata, options, {
-      kind: "footer",
-      file: source.name,
-    });
+    const { algorithm, fAad, footerKey } = await footerCrypto(source, options, algStruct, footerKeyMetadata);
     if (!footerKey) {
       throw new PmeKeyMissingError(
         "the footer key is not available, so the encrypted footer cannot be read",
@@ -883,6 +873,22 @@ function locateFooter<T>(fn: () => T): T {
   } catch (e) {
     throw e instanceof PmeError ? e.at({ module: "footer" }) : e;
   }
+}
+
+/** Algorithm, file AAD and footer key (if available) of an encrypted file. */
+async function footerCrypto(
+  source: ByteSource,
+  options: DecryptionOptions,
+  algStruct: TStruct,
+  footerKeyMetadata: Uint8Array | undefined,
+): Promise<{ algorithm: AlgorithmInfo; fAad: Uint8Array; footerKey?: AesKey }> {
+  const algorithm = fileAlgorithm(algStruct, options);
+  const fAad = resolveFileAad(algorithm, options.aadPrefix);
+  const footerKey = await retrieveKey(options.footerKey, footerKeyMetadata, options, {
+    kind: "footer",
+    file: source.name,
+  });
+  return { algorithm, fAad, footerKey };
 }
 
 /** Parses the file's algorithm and applies the caller's algorithm requirement. */
