@@ -15,7 +15,7 @@ import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { existsSync } from "node:fs";
 import { DuckDBInstance } from "@duckdb/node-api";
-import { type ByteSink, fileSource, ParquetReader, transcode, transcodeFile } from "../pme/mod.ts";
+import { fileSource, NullSink, ParquetReader, transcode, transcodeFile } from "../pme/mod.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -61,17 +61,6 @@ async function gcmCeiling(seconds = 3): Promise<number> {
   return (n * buf.length) / MB / ((performance.now() - t0) / 1000);
 }
 
-class DiscardSink implements ByteSink {
-  position = 0;
-  write(b: Uint8Array) {
-    this.position += b.length;
-    return Promise.resolve();
-  }
-  close() {
-    return Promise.resolve();
-  }
-}
-
 async function timed(fn: () => Promise<unknown>): Promise<number> {
   const t0 = performance.now();
   await fn();
@@ -112,7 +101,7 @@ for (
   ] as const
 ) {
   const reader = await ParquetReader.open(await fileSource(path), dopts);
-  record(op, await timed(() => transcode(reader, new DiscardSink(), { encryption: eopts })));
+  record(op, await timed(() => transcode(reader, new NullSink(), { encryption: eopts })));
   reader.close();
 }
 const ceilingAfter = await gcmCeiling();

@@ -113,6 +113,20 @@ export class MemorySink implements ByteSink {
   }
 }
 
+/** A sink that only counts what it is given (verification passes, benchmarks). */
+export class NullSink implements ByteSink {
+  position = 0;
+
+  write(bytes: Uint8Array): Promise<void> {
+    this.position += bytes.length;
+    return Promise.resolve();
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
 /** A buffered sink writing to a file handle. */
 export class FileSink implements ByteSink {
   #file: Deno.FsFile;

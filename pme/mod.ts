@@ -7,7 +7,15 @@
 
 export { AesKey, type PmeAlgorithm } from "./cipher.ts";
 export * from "./errors.ts";
-export { type ByteSink, type ByteSource, bytesSource, FileSink, fileSource, MemorySink } from "./io.ts";
+export {
+  type ByteSink,
+  type ByteSource,
+  bytesSource,
+  FileSink,
+  fileSource,
+  MemorySink,
+  NullSink,
+} from "./io.ts";
 export {
   type BloomFilter,
   type ColumnEncryption,

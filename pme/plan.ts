@@ -64,9 +64,10 @@ export async function planColumns(reader: ParquetReader, options: TranscodeOptio
     }
     selected = all.filter((c) => options.columns!.some((sel) => matches(sel, c.dotted)));
     for (const c of selected) {
-      if (!(await reader.canRead(c.index))) {
+      const why = await reader.unreadable(c.index);
+      if (why) {
         throw new PmeKeyMissingError(
-          "the key of a selected column is not available",
+          why,
           { file: reader.name, column: c.dotted },
           "supply its key, or leave the column out of the selection",
         );

@@ -127,6 +127,8 @@ export interface BloomFilter {
 
 interface ChunkCrypto {
   key?: AesKey;
+  /** Why the key is not available, when the retriever said. */
+  reason?: string;
   encryption: ColumnEncryption;
 }
 
@@ -249,7 +251,7 @@ export class ParquetReader {
   #options: DecryptionOptions;
   #fileAad?: Uint8Array;
   #footerKey?: AesKey;
-  #keys = new Map<string, Promise<AesKey | undefined>>();
+  #keys = new Map<string, Promise<RetrievedKey>>();
   #cmd = new Map<string, Promise<TStruct>>();
   #prefetched = new Map<string, Promise<Uint8Array>>();
 
@@ -337,13 +339,20 @@ export class ParquetReader {
     }
     // Plaintext footer with signature.
     const footerKeyMetadata = fmd.bin(FMD.footerSigningKeyMetadata);
-    const { algorithm, fAad, footerKey } = await footerCrypto(source, options, algStruct, footerKeyMetadata);
+    const { algorithm, fAad, footerKey, reason } = await footerCrypto(
+      source,
+      options,
+      algStruct,
+      footerKeyMetadata,
+    );
     const check = options.checkFooterIntegrity ?? true;
     let signatureVerified: boolean | undefined;
     if (check) {
       if (!footerKey) {
         throw new PmeKeyMissingError(
-          "the footer signing key is not available, so the plaintext footer cannot be verified",
+          `the footer signing key is not available${
+            reason ? ` (${reason})` : ""
+          }, so the plaintext footer cannot be verified`,
           { module: "footer" },
           "supply the footer key, or disable footer integrity checking to read only plaintext columns",
         );
@@ -394,10 +403,17 @@ export class ParquetReader {
       throw new PmeFormatError("FileCryptoMetaData has no encryption algorithm", { module: "footer" });
     }
     const footerKeyMetadata = fcm.bin(FCM.keyMetadata);
-    const { algorithm, fAad, footerKey } = await footerCrypto(source, options, algStruct, footerKeyMetadata);
+    const { algorithm, fAad, footerKey, reason } = await footerCrypto(
+      source,
+      options,
+      algStruct,
+      footerKeyMetadata,
+    );
     if (!footerKey) {
       throw new PmeKeyMissingError(
-        "the footer key is not available, so the encrypted footer cannot be read",
+        `the footer key is not available${
+          reason ? ` (${reason})` : ""
+        }, so the encrypted footer cannot be read`,
         { module: "footer" },
         "supply the footer key (or a key retriever that knows its key metadata)",
       );
@@ -487,16 +503,29 @@ export class ParquetReader {
       });
       this.#keys.set(cacheKey, p);
     }
-    return { encryption: "column-key", key: await p };
+    return { encryption: "column-key", ...(await p) };
   }
 
   /** True when the column's data can be decrypted (its key is available) in every row group. */
   async canRead(col: number): Promise<boolean> {
+    return (await this.unreadable(col)) === undefined;
+  }
+
+  /**
+   * Why a column cannot be decrypted (its key is not available in some row group, with the key
+   * retriever's reason when it gave one), or undefined when it can.
+   */
+  async unreadable(col: number): Promise<string | undefined> {
     for (let rg = 0; rg < this.numRowGroups; rg++) {
       const c = await this.#crypto(rg, col);
-      if (c.encryption !== "none" && !c.key) return false;
+      if (c.encryption !== "none" && !c.key) {
+        const which = c.encryption === "footer-key" ? "footer key" : "column key";
+        return `the ${which} of column ${this.columns[col].dotted} is not available${
+          c.reason ? `: ${c.reason}` : ""
+        }`;
+      }
     }
-    return true;
+    return undefined;
   }
 
   async #requireKey(rg: number, col: number): Promise<ChunkCrypto> {
@@ -504,7 +533,7 @@ export class ParquetReader {
     if (c.encryption !== "none" && !c.key) {
       const which = c.encryption === "footer-key" ? "footer key" : "column key";
       throw new PmeKeyMissingError(
-        `the ${which} of this column is not available`,
+        `the ${which} of this column is not available${c.reason ? `: ${c.reason}` : ""}`,
         this.#loc(rg, col),
         "supply the key, or leave the column out of the selection",
       );
@@ -881,14 +910,14 @@ async function footerCrypto(
   options: DecryptionOptions,
   algStruct: TStruct,
   footerKeyMetadata: Uint8Array | undefined,
-): Promise<{ algorithm: AlgorithmInfo; fAad: Uint8Array; footerKey?: AesKey }> {
+): Promise<{ algorithm: AlgorithmInfo; fAad: Uint8Array; footerKey?: AesKey; reason?: string }> {
   const algorithm = fileAlgorithm(algStruct, options);
   const fAad = resolveFileAad(algorithm, options.aadPrefix);
-  const footerKey = await retrieveKey(options.footerKey, footerKeyMetadata, options, {
+  const { key: footerKey, reason } = await retrieveKey(options.footerKey, footerKeyMetadata, options, {
     kind: "footer",
     file: source.name,
   });
-  return { algorithm, fAad, footerKey };
+  return { algorithm, fAad, footerKey, reason };
 }
 
 /** Parses the file's algorithm and applies the caller's algorithm requirement. */
@@ -933,15 +962,32 @@ function resolveFileAad(alg: AlgorithmInfo, supplied: Uint8Array | undefined): U
   return fileAad(supplied, alg.aadFileUnique);
 }
 
+/** A key from explicit options or the retriever; `reason` when the retriever declined. */
+interface RetrievedKey {
+  key?: AesKey;
+  reason?: string;
+}
+
+/**
+ * Resolves a key: explicit bytes first, else the key retriever. A retriever that throws
+ * {@link PmeKeyMissingError} declines (for example a KMS denied access): the key is then not
+ * available, with that reason. Any other error propagates.
+ */
 async function retrieveKey(
   explicit: Uint8Array | undefined,
   keyMetadata: Uint8Array | undefined,
   options: DecryptionOptions,
   request: KeyRequest,
-): Promise<AesKey | undefined> {
+): Promise<RetrievedKey> {
   const what = request.kind === "footer" ? "footer key" : `key of column ${request.column}`;
-  if (explicit) return await AesKey.import(explicit, what);
-  if (!options.keyRetriever || !keyMetadata) return undefined;
-  const bytes = await options.keyRetriever(keyMetadata, request);
-  return bytes ? await AesKey.import(bytes, what) : undefined;
+  if (explicit) return { key: await AesKey.import(explicit, what) };
+  if (!options.keyRetriever || !keyMetadata) return {};
+  let bytes: Uint8Array | null | undefined;
+  try {
+    bytes = await options.keyRetriever(keyMetadata, request);
+  } catch (e) {
+    if (e instanceof PmeKeyMissingError) return { reason: e.what };
+    throw e;
+  }
+  return bytes ? { key: await AesKey.import(bytes, what) } : {};
 }

@@ -1,0 +1,179 @@
+/**
+ * Master-key rotation without rewriting data (key tools `rotateMasterKeys`): after the master keys
+ * were rotated in the KMS, every external key material file under a folder is re-wrapped with the
+ * newest master-key versions. With a KMS that re-wraps inside itself (Vault `rewrap`) no DEK or KEK
+ * reaches this process; otherwise keys are unwrapped and wrapped again here.
+ *
+ * Each file is replaced atomically (temporary file, fsync, rename) and verified readable first, so a
+ * crash at any point leaves every file readable with the versions the KMS still accepts. A second
+ * run resumes: files whose keys are already current are skipped. Raising the KMS's minimum
+ * decryption version is a separate, explicit step ({@link checkAllCurrent} tells when it is safe).
+ *
+ * @module
+ */
+
+import { basename, join } from "node:path";
+import type { KmsClient } from "./client.ts";
+import { type KeyMaterial } from "./key_material.ts";
+import {
+  KEY_MATERIAL_PREFIX,
+  KeyMaterialStore,
+  parquetPathOf,
+  TMP_KEY_MATERIAL_PREFIX,
+} from "./key_material_store.ts";
+import { KeyMaterialError, KmsError } from "./errors.ts";
+import { syncDir } from "./atomic_file.ts";
+
+/** Outcome of a rotation. */
+export interface RotationReport {
+  rotated: string[];
+  /** Already wrapped by the newest versions (e.g. by an interrupted earlier run). */
+  current: string[];
+  failed: { file: string; error: string }[];
+  /** Wrapped keys re-wrapped (DEKs with single wrapping, KEKs with double wrapping). */
+  keysRewrapped: number;
+  /** KMS calls made (rewrap, unwrap, wrap, verification). */
+  kmsCalls: number;
+}
+
+/** Lists key material files under `dir` (recursively); removes stale temporary ones. */
+export async function keyMaterialFiles(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (d: string) => {
+    for await (const e of Deno.readDir(d)) {
+      const path = join(d, e.name);
+      if (e.isDirectory) await walk(path);
+      else if (e.isFile && e.name.startsWith(TMP_KEY_MATERIAL_PREFIX)) {
+        await Deno.remove(path).catch(() => {});
+      } else if (e.isFile && e.name.startsWith(KEY_MATERIAL_PREFIX) && e.name.endsWith(".json")) {
+        out.push(path);
+      }
+    }
+  };
+  await walk(dir);
+  return out.sort();
+}
+
+/** The KMS-wrapped strings of a material: the wrapped DEK (single) or wrapped KEK (double). */
+function kmsWrapped(m: KeyMaterial): string {
+  return m.doubleWrapping ? m.wrappedKek! : m.wrappedDek;
+}
+
+function withKmsWrapped(m: KeyMaterial, wrapped: string): KeyMaterial {
+  return m.doubleWrapping ? { ...m, wrappedKek: wrapped } : { ...m, wrappedDek: wrapped };
+}
+
+/** Counts KMS calls of a client. */
+function counting(kms: KmsClient): { kms: KmsClient; calls: () => number } {
+  let n = 0;
+  const wrapped: KmsClient = {
+    wrapKey: (k, id) => (n++, kms.wrapKey(k, id)),
+    unwrapKey: (w, id) => (n++, kms.unwrapKey(w, id)),
+    rewrapKey: kms.rewrapKey && ((w, id) => (n++, kms.rewrapKey!(w, id))),
+    isCurrent: kms.isCurrent && ((w, id) => (n++, kms.isCurrent!(w, id))),
+  };
+  return { kms: wrapped, calls: () => n };
+}
+
+async function isCurrent(kms: KmsClient, m: KeyMaterial): Promise<boolean> {
+  return kms.isCurrent ? await kms.isCurrent(kmsWrapped(m), m.masterKeyId) : false;
+}
+
+/** Re-wraps one KMS-wrapped key under the newest master-key version. */
+async function rewrap(kms: KmsClient, wrapped: string, masterKeyId: string): Promise<string> {
+  if (kms.rewrapKey) return await kms.rewrapKey(wrapped, masterKeyId);
+  const key = await kms.unwrapKey(wrapped, masterKeyId);
+  try {
+    return await kms.wrapKey(key, masterKeyId);
+  } finally {
+    key.fill(0);
+  }
+}
+
+/** Checks that a re-wrapped key still yields the same key (or, with rewrap, that the KMS accepts it). */
+async function verify(kms: KmsClient, before: string, after: string, masterKeyId: string): Promise<void> {
+  if (kms.rewrapKey) {
+    // Rewrapping decrypts inside the KMS: success proves readability without exposing the key.
+    await kms.rewrapKey(after, masterKeyId);
+    return;
+  }
+  const [a, b] = await Promise.all([kms.unwrapKey(before, masterKeyId), kms.unwrapKey(after, masterKeyId)]);
+  const same = a.length === b.length && a.every((x, i) => x === b[i]);
+  a.fill(0);
+  b.fill(0);
+  if (!same) {
+    throw new KeyMaterialError(`re-wrapped key of master key ${masterKeyId} differs from the original`);
+  }
+}
+
+/** Rotates one key material file; returns the number of keys re-wrapped, 0 when already current. */
+export async function rotateKeyMaterialFile(kms: KmsClient, file: string): Promise<number> {
+  const parquet = parquetPathOf(file);
+  if (!parquet) throw new KeyMaterialError(`${file} is not a key material file`);
+  const store = await KeyMaterialStore.load(parquet, file);
+  const refs = store.refs();
+  const materials = refs.map((r) => store.get(r));
+  const current = await Promise.all(materials.map((m) => isCurrent(kms, m)));
+  if (current.every(Boolean)) return 0;
+  // KEKs are shared by several DEKs: re-wrap each distinct wrapped key once.
+  const done = new Map<string, string>();
+  for (const m of materials) {
+    const w = kmsWrapped(m);
+    if (!done.has(w)) done.set(w, await rewrap(kms, w, m.masterKeyId));
+  }
+  const next = KeyMaterialStore.empty(parquet);
+  refs.forEach((r, i) => next.set(r, withKmsWrapped(materials[i], done.get(kmsWrapped(materials[i]))!)));
+  for (const m of materials) await verify(kms, kmsWrapped(m), done.get(kmsWrapped(m))!, m.masterKeyId);
+  await next.save(file, `${TMP_KEY_MATERIAL_PREFIX}${basename(file).slice(KEY_MATERIAL_PREFIX.length)}`);
+  return done.size;
+}
+
+/**
+ * Rotates every key material file under `dir`. Files that fail are reported and the others still
+ * rotated; re-running after a crash or failure resumes.
+ */
+export async function rotateMasterKeys(
+  kmsClient: KmsClient,
+  dir: string,
+  onProgress?: (done: number, total: number, file: string) => void,
+): Promise<RotationReport> {
+  const { kms, calls } = counting(kmsClient);
+  const files = await keyMaterialFiles(dir);
+  const report: RotationReport = { rotated: [], current: [], failed: [], keysRewrapped: 0, kmsCalls: 0 };
+  for (const [i, file] of files.entries()) {
+    try {
+      const n = await rotateKeyMaterialFile(kms, file);
+      if (n === 0) report.current.push(file);
+      else {
+        report.rotated.push(file);
+        report.keysRewrapped += n;
+      }
+    } catch (e) {
+      if (!(e instanceof KmsError)) throw e;
+      report.failed.push({ file, error: e.message });
+    }
+    onProgress?.(i + 1, files.length, file);
+  }
+  await syncDir(dir);
+  report.kmsCalls = calls();
+  return report;
+}
+
+/**
+ * True when every key material file under `dir` is wrapped by the newest master-key versions
+ * (requires a KMS client with `isCurrent`): then the minimum decryption version can be raised.
+ */
+export async function checkAllCurrent(kms: KmsClient, dir: string): Promise<{ stale: string[] }> {
+  if (!kms.isCurrent) throw new KeyMaterialError("this KMS cannot tell whether a wrapped key is current");
+  const stale: string[] = [];
+  for (const file of await keyMaterialFiles(dir)) {
+    const store = await KeyMaterialStore.load(parquetPathOf(file)!, file);
+    for (const r of store.refs()) {
+      if (!(await isCurrent(kms, store.get(r)))) {
+        stale.push(file);
+        break;
+      }
+    }
+  }
+  return { stale };
+}
