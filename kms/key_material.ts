@@ -80,7 +80,8 @@ function field<T>(
     if (required) throw new KeyMaterialError(`key material lacks "${name}"`);
     return undefined;
   }
-  if (typeof v !== type) throw new KeyMaterialError(`key material field "${name}" is not a ${type}`);
+  const ok = type === "string" ? typeof v === "string" : typeof v === "boolean";
+  if (!ok) throw new KeyMaterialError(`key material field "${name}" is not a ${type}`);
   return v as T;
 }
 
