@@ -5,14 +5,19 @@
  */
 
 import { PmeError } from "../pme/mod.ts";
+import { KmsError } from "../kms/errors.ts";
 import { UsageError } from "./keys.ts";
+import { KMS_USAGE, kmsCommand } from "./kms.ts";
 import { PME_USAGE, pmeCommand } from "./pme.ts";
 
 const USAGE = `Usage: deno task cli <area> <command> [options]
 Areas:
   pme   Parquet Modular Encryption: inspect, encrypt, decrypt, rekey
+  kms   Key management: the local keystore of master keys
 
-${PME_USAGE}`;
+${PME_USAGE}
+
+${KMS_USAGE}`;
 
 /** Runs the CLI; returns the exit code. Errors become one line on stderr. */
 export async function main(argv: string[]): Promise<number> {
@@ -21,6 +26,8 @@ export async function main(argv: string[]): Promise<number> {
     switch (area) {
       case "pme":
         return await pmeCommand(rest);
+      case "kms":
+        return await kmsCommand(rest);
       case "help":
       case "--help":
         console.log(USAGE);
@@ -29,7 +36,7 @@ export async function main(argv: string[]): Promise<number> {
         console.error(`usage error: an area is required\n${USAGE}`);
         return 2;
       default:
-        throw new UsageError(`unknown area ${JSON.stringify(area)}; try "pme"`);
+        throw new UsageError(`unknown area ${JSON.stringify(area)}; try "pme" or "kms"`);
     }
   } catch (e) {
     if (
@@ -39,7 +46,7 @@ export async function main(argv: string[]): Promise<number> {
       console.error(`usage error: ${e.message.split("\n")[0]}`);
       return 2;
     }
-    if (e instanceof PmeError) {
+    if (e instanceof PmeError || e instanceof KmsError) {
       console.error(`error: ${e.name}: ${e.message}`);
       return 1;
     }

@@ -31,15 +31,17 @@
  * - `minDecryptionVersion` (Vault's `min_decryption_version`): versions below it no longer unwrap. It lies
  *   in 1..latest version. Raising it is the explicit last step of a rotation; it may be lowered again
  *   (old versions are never deleted).
- * - Keys are random 32 bytes from the CSPRNG unless imported; all-zero keys are refused.
+ * - New keys are 32 random bytes from the CSPRNG unless imported; a rotation's new version is random and
+ *   as long as the version before it. All-zero keys are refused.
  *
  * ## Files and locking
  *
  * - The keystore file has mode 0600. {@link LocalKeystore.open} refuses a file with any group or other
  *   permission bit (with the `chmod` to run), a symbolic link (every save replaces the file by rename,
  *   which would silently replace the link, not its target) and anything but a regular file. On systems
- *   without POSIX modes (Windows) the mode check is skipped.
- * - Every write is atomic: a temporary file `<path>.tmp-<random>` (mode 0600, same directory) is written,
+ *   without POSIX modes (Windows) the mode check is skipped. A file the process may not read gives
+ *   {@link KmsAccessDeniedError}; other problems {@link KmsConfigError}.
+ * - Every write is atomic: a temporary file `.<name>.tmp-<uuid>` (mode 0600, same directory) is written,
  *   fsynced and renamed over the keystore, then the directory is fsynced. {@link LocalKeystore.create}
  *   links the temporary file into place instead, so it never replaces an existing file.
  * - Read-modify-write operations ({@link LocalKeystore.addKey}, {@link LocalKeystore.rotate},
@@ -50,7 +52,8 @@
  *   by a process that no longer runs on this host is reported at once ({@link KmsConfigError} telling
  *   which file to remove). Stale locks are never removed automatically: two processes breaking the same
  *   stale lock could both believe they hold it.
- * - Reads take no lock: the file is only ever replaced whole, by rename.
+ * - Reads take no lock: the file is only ever replaced whole, by rename (a read that races with a rename
+ *   is repeated).
  *
  * Raw key bytes stay inside this module; {@link LocalKeystore.list} returns ids, versions and dates
  * only, and key use goes through non-extractable `CryptoKey`s ({@link LocalKeystore.currentKey},
@@ -62,7 +65,7 @@
 
 import { Buffer } from "node:buffer";
 import { basename, dirname, join, resolve } from "node:path";
-import { KmsConfigError, KmsKeyNotFoundError, KmsUnavailableError } from "./errors.ts";
+import { KmsAccessDeniedError, KmsConfigError, KmsKeyNotFoundError, KmsUnavailableError } from "./errors.ts";
 
 /** The `format` field of a keystore file. */
 export const KEYSTORE_FORMAT = "fhir-pme-keystore";
@@ -465,8 +468,28 @@ interface Loaded {
   hash: string;
 }
 
-/** Opens, checks and parses the keystore file. */
+/** Signals that the path was renamed over between lstat and open. */
+class Replaced extends Error {}
+
+/**
+ * Opens, checks and parses the keystore file. Readers take no lock, so a writer may rename a new
+ * version into place between the checks on the path and the open: then it is read again.
+ */
 async function loadKeystore(path: string): Promise<Loaded> {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await loadOnce(path);
+    } catch (e) {
+      if (!(e instanceof Replaced)) throw e;
+      if (attempt === 20) {
+        throw new KmsConfigError(`keystore ${path} keeps being replaced while it is read; try again`);
+      }
+      await new Promise((r) => setTimeout(r, attempt));
+    }
+  }
+}
+
+async function loadOnce(path: string): Promise<Loaded> {
   let lst: Deno.FileInfo;
   try {
     lst = await Deno.lstat(path);
@@ -477,7 +500,7 @@ async function loadKeystore(path: string): Promise<Loaded> {
       });
     }
     if (e instanceof Deno.errors.PermissionDenied) {
-      throw new KmsConfigError(`keystore ${path}: permission denied`, { cause: e });
+      throw new KmsAccessDeniedError(`keystore ${path}: permission denied`, { cause: e });
     }
     throw e;
   }
@@ -492,7 +515,7 @@ async function loadKeystore(path: string): Promise<Loaded> {
     file = await Deno.open(path, { read: true });
   } catch (e) {
     if (e instanceof Deno.errors.PermissionDenied) {
-      throw new KmsConfigError(`keystore ${path}: permission denied`, { cause: e });
+      throw new KmsAccessDeniedError(`keystore ${path}: permission denied`, { cause: e });
     }
     throw e;
   }
@@ -500,7 +523,7 @@ async function loadKeystore(path: string): Promise<Loaded> {
   try {
     const st = await file.stat(); // the opened file itself: no swap between check and read
     if (st.ino !== lst.ino || st.dev !== lst.dev) {
-      throw new KmsConfigError(`keystore ${path} was replaced while it was opened; try again`);
+      throw new Replaced();
     }
     if (st.mode !== null && (st.mode & 0o077) !== 0) {
       throw new KmsConfigError(
