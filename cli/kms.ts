@@ -9,6 +9,7 @@ import { parseArgs } from "node:util";
 import { Buffer } from "node:buffer";
 import { type KeystoreKeyInfo, LocalKeystore } from "../kms/local_keystore.ts";
 import { UsageError } from "./keys.ts";
+import { KMS_OPS_USAGE, kmsOpsCommand } from "./kms_ops.ts";
 
 /** Usage text of the kms commands. */
 export const KMS_USAGE = `Usage: deno task cli kms local <command>
@@ -99,14 +100,19 @@ async function withKeystore<T>(path: string, fn: (ks: LocalKeystore) => Promise<
 export async function kmsCommand(argv: string[]): Promise<number> {
   const [backend, command, ...rest] = argv;
   if (backend === "help" || backend === "--help" || (backend === "local" && command === "help")) {
-    console.log(KMS_USAGE);
+    console.log(`${KMS_USAGE}\n\n${KMS_OPS_USAGE}`);
     return 0;
+  }
+  if (backend === "rotate" || backend === "reencrypt" || backend === "min-decryption-version") {
+    return await kmsOpsCommand(backend, argv.slice(1));
   }
   if (backend !== "local") {
     throw new UsageError(
       backend === undefined
-        ? "kms expects a backend: kms local <command>"
-        : `unknown kms backend ${JSON.stringify(backend)}; try "local"`,
+        ? "kms expects a command: local, rotate, reencrypt or min-decryption-version"
+        : `unknown kms command ${
+          JSON.stringify(backend)
+        }; try local, rotate, reencrypt or min-decryption-version`,
     );
   }
   switch (command) {

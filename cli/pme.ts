@@ -20,6 +20,16 @@ import {
 } from "../pme/mod.ts";
 import { type CliKey, parseColumnKey, parseKey, retrieverFor, UsageError } from "./keys.ts";
 import { progressReporter } from "./progress.ts";
+import {
+  encryptionConfiguration,
+  KEY_TOOL_OPTIONS,
+  KEY_TOOL_USAGE,
+  KMS_OPTIONS,
+  KMS_OPTIONS_USAGE,
+  refuseMixedKeys,
+  selectKms,
+} from "./kms_connect.ts";
+import { encryptFileWithKms } from "../kms/files.ts";
 
 const te = new TextEncoder();
 
@@ -35,6 +45,10 @@ export const PME_USAGE = `Usage: deno task cli pme <command>
           --new-footer-key ID=KEY [--new-column-key PATH:ID=KEY ...]
           [--new-algorithm ...] [--new-plaintext-footer] [--new-aad-prefix TEXT] [--new-no-store-aad-prefix]
 A key is ID=HEX (32/48/64 hex digits) or ID=base64:B64; its key metadata is the UTF-8 bytes of ID.
+With a KMS (keys are fresh data keys wrapped by master keys; see also "kms"):
+  encrypt IN OUT KMS ${KEY_TOOL_USAGE}
+  decrypt IN OUT KMS [--columns a,b.c]      inspect FILE KMS
+${KMS_OPTIONS_USAGE}
 inspect, decrypt and rekey also take --footer-key ID=KEY and --column-key PATH:ID=KEY to use a key
 whatever the file's key metadata says (files written without key metadata), and
 --assume-ctr-pages for AES_GCM_CTR_V1 files whose plaintext footer says AES_GCM_V1 (pyarrow <= 25), and
@@ -61,16 +75,35 @@ const DECRYPT_OPTIONS = {
   "aad-prefix": { type: "string" },
   "assume-ctr-pages": { type: "boolean" },
   "require-algorithm": { type: "string" },
+  ...KMS_OPTIONS,
 } as const;
 
-function decryptionOptions(values: {
-  key?: string[];
-  "footer-key"?: string;
-  "column-key"?: string[];
-  "aad-prefix"?: string;
-  "assume-ctr-pages"?: boolean;
-  "require-algorithm"?: string;
-}): DecryptionOptions {
+function decryptionOptions(
+  values: {
+    key?: string[];
+    "footer-key"?: string;
+    "column-key"?: string[];
+    "aad-prefix"?: string;
+    "assume-ctr-pages"?: boolean;
+    "require-algorithm"?: string;
+    kms?: string;
+    keystore?: string;
+    "vault-addr"?: string;
+    "vault-mount"?: string;
+    "vault-namespace"?: string;
+  },
+  file: string,
+): DecryptionOptions {
+  const aadPrefix = values["aad-prefix"] !== undefined ? te.encode(values["aad-prefix"]) : undefined;
+  const common = {
+    assumeCtrPages: values["assume-ctr-pages"],
+    requireAlgorithm: algorithmOf(values["require-algorithm"], "--require-algorithm"),
+  };
+  const kms = selectKms(values);
+  if (kms) {
+    refuseMixedKeys(values, ["key", "footer-key", "column-key"]);
+    return { ...kms.factory.fileDecryptionProperties(kms.connection, { aadPrefix }, file), ...common };
+  }
   const parsed: CliKey[] = (values.key ?? []).map((k) => parseKey(k, "--key"));
   const columnKeys: Record<string, Uint8Array> = {};
   for (const spec of values["column-key"] ?? []) {
@@ -81,9 +114,8 @@ function decryptionOptions(values: {
     keyRetriever: parsed.length ? retrieverFor(parsed) : undefined,
     footerKey: values["footer-key"] ? parseKey(values["footer-key"], "--footer-key").key : undefined,
     columnKeys,
-    aadPrefix: values["aad-prefix"] !== undefined ? te.encode(values["aad-prefix"]) : undefined,
-    assumeCtrPages: values["assume-ctr-pages"],
-    requireAlgorithm: algorithmOf(values["require-algorithm"], "--require-algorithm"),
+    aadPrefix,
+    ...common,
   };
 }
 
@@ -125,6 +157,12 @@ function encryptionOptions(v: {
     storeAadPrefix: !v.noStore,
     pageV2Framing: v.framing as EncryptionOptions["pageV2Framing"],
   };
+}
+
+function refuseKeyToolOptions(values: Record<string, unknown>) {
+  for (const n of Object.keys(KEY_TOOL_OPTIONS)) {
+    if (values[n] !== undefined) throw new UsageError(`--${n} needs --kms`);
+  }
 }
 
 function showMeta(meta: Uint8Array | undefined): string | null {
@@ -265,7 +303,7 @@ export async function pmeCommand(argv: string[]): Promise<number> {
         options: { ...DECRYPT_OPTIONS, json: { type: "boolean" } },
       });
       const [file] = positionals(pos, 1, "FILE");
-      const o = await inspect(file, decryptionOptions(values));
+      const o = await inspect(file, decryptionOptions(values, file));
       if (values.json) console.log(JSON.stringify(o, null, 2));
       else printInspect(o);
       return 0;
@@ -279,7 +317,7 @@ export async function pmeCommand(argv: string[]): Promise<number> {
       const [input, output] = positionals(pos, 2, "IN OUT");
       const columns = values.columns?.split(",").map((c) => c.trim()).filter(Boolean);
       if (columns?.length === 0) throw new UsageError("--columns needs at least one column name");
-      const result = await transcodeFile(input, output, decryptionOptions(values), {
+      const result = await transcodeFile(input, output, decryptionOptions(values, input), {
         columns,
         onProgress: progressReporter("decrypt"),
       });
@@ -299,24 +337,40 @@ export async function pmeCommand(argv: string[]): Promise<number> {
           "no-store-aad-prefix": { type: "boolean" },
           "page-v2-framing": { type: "string" },
           "page-checksums": { type: "boolean" },
+          ...KMS_OPTIONS,
+          ...KEY_TOOL_OPTIONS,
         },
       });
       const [input, output] = positionals(pos, 2, "IN OUT");
-      const encryption = encryptionOptions({
-        footerKey: values["footer-key"],
-        columnKeys: values["column-key"],
-        algorithm: values.algorithm,
-        plaintextFooter: values["plaintext-footer"],
-        aadPrefix: values["aad-prefix"],
-        noStore: values["no-store-aad-prefix"],
-        framing: values["page-v2-framing"],
-        prefix: "",
-      });
-      const result = await transcodeFile(input, output, {}, {
-        encryption,
-        pageChecksums: values["page-checksums"],
-        onProgress: progressReporter("encrypt"),
-      });
+      const options = { pageChecksums: values["page-checksums"], onProgress: progressReporter("encrypt") };
+      const kms = selectKms(values);
+      let result: TranscodeResult;
+      if (kms) {
+        refuseMixedKeys(values, ["footer-key", "column-key", "page-v2-framing"]);
+        if (values["no-store-aad-prefix"] && values["aad-prefix"] === undefined) {
+          throw new UsageError("--no-store-aad-prefix needs --aad-prefix");
+        }
+        const config = encryptionConfiguration(values, {
+          encryptionAlgorithm: algorithmOf(values.algorithm, "--algorithm"),
+          plaintextFooter: values["plaintext-footer"] ?? false,
+          aadPrefix: values["aad-prefix"] !== undefined ? te.encode(values["aad-prefix"]) : undefined,
+          storeAadPrefix: !values["no-store-aad-prefix"],
+        });
+        result = await encryptFileWithKms(kms.factory, kms.connection, config, input, output, options);
+      } else {
+        refuseKeyToolOptions(values);
+        const encryption = encryptionOptions({
+          footerKey: values["footer-key"],
+          columnKeys: values["column-key"],
+          algorithm: values.algorithm,
+          plaintextFooter: values["plaintext-footer"],
+          aadPrefix: values["aad-prefix"],
+          noStore: values["no-store-aad-prefix"],
+          framing: values["page-v2-framing"],
+          prefix: "",
+        });
+        result = await transcodeFile(input, output, {}, { ...options, encryption });
+      }
       report(result, output, "encrypted");
       return 0;
     }
@@ -346,7 +400,7 @@ export async function pmeCommand(argv: string[]): Promise<number> {
         framing: values["page-v2-framing"],
         prefix: "new-",
       });
-      const decryption = decryptionOptions(values);
+      const decryption = decryptionOptions(values, input);
       // Re-keying must not drop data: every column of the input has to be readable.
       const reader = await ParquetReader.open(await fileSource(input), decryption);
       try {

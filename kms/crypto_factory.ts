@@ -37,8 +37,10 @@ export interface EncryptionConfiguration {
   dataKeyLengthBits?: number;
   /** KEK length: 128 (default), 192 or 256. */
   kekLengthBits?: number;
-  /** AAD prefix (stored in the file). */
+  /** AAD prefix. */
   aadPrefix?: Uint8Array;
+  /** Store the AAD prefix in the file (default true). */
+  storeAadPrefix?: boolean;
 }
 
 /** Decryption configuration (pyarrow `DecryptionConfiguration`). */
@@ -128,6 +130,7 @@ export class CryptoFactory {
       algorithm: config.encryptionAlgorithm,
       plaintextFooter: config.plaintextFooter ?? false,
       aadPrefix: config.aadPrefix,
+      storeAadPrefix: config.storeAadPrefix,
     };
     if (hasColumns) {
       encryption.columnKeys = {};

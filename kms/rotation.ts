@@ -14,7 +14,8 @@
 
 import { basename, join } from "node:path";
 import type { KmsClient } from "./client.ts";
-import { type KeyMaterial } from "./key_material.ts";
+import { type KeyMaterial, parseKeyMetadata } from "./key_material.ts";
+import { type DecryptionOptions, fileSource, openParquetFile, peekFooter } from "../pme/mod.ts";
 import {
   KEY_MATERIAL_PREFIX,
   KeyMaterialStore,
@@ -159,11 +160,63 @@ export async function rotateMasterKeys(
   return report;
 }
 
+/** Parquet files under `dir` (recursively), hidden and temporary files excluded. */
+async function parquetFiles(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (d: string) => {
+    for await (const e of Deno.readDir(d)) {
+      const path = join(d, e.name);
+      if (e.name.startsWith(".") || e.name.startsWith("_")) continue;
+      if (e.isDirectory) await walk(path);
+      else if (e.isFile && e.name.endsWith(".parquet")) out.push(path);
+    }
+  };
+  await walk(dir);
+  return out.sort();
+}
+
+/** Key material kept inside a Parquet file (footer and, when readable, column keys). */
+async function internalMaterials(
+  path: string,
+  open: (path: string) => DecryptionOptions,
+): Promise<KeyMaterial[]> {
+  const source = await fileSource(path);
+  let footerMeta: Uint8Array | undefined;
+  try {
+    footerMeta = (await peekFooter(source)).footerKeyMetadata;
+  } finally {
+    source.close();
+  }
+  const parse = (meta: Uint8Array | undefined) => {
+    if (!meta) return undefined;
+    try {
+      const m = parseKeyMetadata(meta);
+      return m.internal ? m.material : undefined;
+    } catch {
+      return undefined; // not written by the key tools
+    }
+  };
+  const footer = parse(footerMeta);
+  if (!footer) return [];
+  const reader = await openParquetFile(path, open(path));
+  try {
+    return [footer, ...reader.columns.map((c) => parse(c.keyMetadata)).filter((m): m is KeyMaterial => !!m)];
+  } finally {
+    reader.close();
+  }
+}
+
 /**
- * True when every key material file under `dir` is wrapped by the newest master-key versions
- * (requires a KMS client with `isCurrent`): then the minimum decryption version can be raised.
+ * Lists what still needs older master-key versions under `dir` (requires a KMS client with
+ * `isCurrent`): external key material files not yet rotated, and Parquet files that keep key
+ * material internally (they cannot be rotated; re-encrypt them). When both lists are empty the
+ * minimum decryption version can be raised. `open` gives the decryption options to read footers.
  */
-export async function checkAllCurrent(kms: KmsClient, dir: string): Promise<{ stale: string[] }> {
+export async function checkAllCurrent(
+  kms: KmsClient,
+  dir: string,
+  open?: (path: string) => DecryptionOptions,
+): Promise<{ stale: string[]; staleInternal: string[] }> {
   if (!kms.isCurrent) throw new KeyMaterialError("this KMS cannot tell whether a wrapped key is current");
   const stale: string[] = [];
   for (const file of await keyMaterialFiles(dir)) {
@@ -175,5 +228,16 @@ export async function checkAllCurrent(kms: KmsClient, dir: string): Promise<{ st
       }
     }
   }
-  return { stale };
+  const staleInternal: string[] = [];
+  if (open) {
+    for (const file of await parquetFiles(dir)) {
+      for (const m of await internalMaterials(file, open)) {
+        if (!(await isCurrent(kms, m))) {
+          staleInternal.push(file);
+          break;
+        }
+      }
+    }
+  }
+  return { stale, staleInternal };
 }
