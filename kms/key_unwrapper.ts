@@ -17,7 +17,7 @@ import type { TwoLevelCache } from "./cache.ts";
 import { decryptKeyLocally } from "./local_wrap.ts";
 import { type KeyMaterial, parseKeyMetadata } from "./key_material.ts";
 import { KeyMaterialStore } from "./key_material_store.ts";
-import { KmsAccessDeniedError, KmsConfigError } from "./errors.ts";
+import { KmsAccessDeniedError, KmsConfigError, KmsKeyNotFoundError } from "./errors.ts";
 
 /** What the unwrapper needs to know. */
 export interface KeyUnwrapperOptions {
@@ -73,10 +73,13 @@ export function keyRetriever(options: KeyUnwrapperOptions): KeyRetriever {
       });
       return await decryptKeyLocally(m.wrappedDek, kek, new Uint8Array(Buffer.from(kekId, "base64")));
     } catch (e) {
-      if (e instanceof KmsAccessDeniedError) {
+      // This principal cannot use the master key (denied, or its KMS/keystore lacks it): the key
+      // is not available, so other columns still read and this one is reported.
+      if (e instanceof KmsAccessDeniedError || e instanceof KmsKeyNotFoundError) {
         const what = request.kind === "footer" ? "the footer key" : `the key of column ${request.column}`;
+        const why = e instanceof KmsAccessDeniedError ? "access was denied" : "the KMS does not have it";
         throw new PmeKeyMissingError(
-          `access to master key ${m.masterKeyId} (${what}) was denied: ${e.message}`,
+          `master key ${m.masterKeyId} (${what}) is not available, ${why}: ${e.message}`,
         );
       }
       throw e;

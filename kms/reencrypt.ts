@@ -68,6 +68,24 @@ async function usesExternalMaterial(path: string): Promise<boolean> {
 }
 
 /**
+ * Removes temporary files of an earlier re-encryption of `path` that was killed (its new data file
+ * and the temporary files of atomic writes). Re-encryptions of one file must not run concurrently.
+ */
+async function removeLeftovers(path: string): Promise<void> {
+  const base = basename(path);
+  const prefixes = [
+    `.${base}.reencrypt-`,
+    `..${base}.reencrypt-`,
+    `.${basename(keyMaterialPath(path))}.tmp-`,
+  ];
+  for await (const e of Deno.readDir(dirname(path))) {
+    if (e.isFile && prefixes.some((p) => e.name.startsWith(p))) {
+      await Deno.remove(join(dirname(path), e.name)).catch(() => {});
+    }
+  }
+}
+
+/**
  * Re-encrypts `path` in place with fresh DEKs wrapped per `config` (which may also change master
  * keys, algorithm, footer mode or key material storage).
  */
@@ -97,6 +115,7 @@ export async function reencryptFile(
     },
   );
   const materialPath = keyMaterialPath(path);
+  await removeLeftovers(path);
   try {
     const result = await transcodeFile(path, tmp, decryption, {
       encryption,
