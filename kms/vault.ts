@@ -16,8 +16,14 @@
  * retried a few times with backoff first. Messages and causes never carry the token, key bytes or
  * wrapped keys; node-vault's debug output (which would log request bodies) is switched off.
  *
- * `node-vault` (CommonJS, axios transport) runs under Deno's Node compatibility layer; importing it
- * needs `--allow-env` (its `debug` dependency enumerates the environment at load).
+ * `node-vault` (CommonJS) runs under Deno's Node compatibility layer; importing it needs `--allow-env`
+ * (its `debug` dependency enumerates the environment at load). node-vault builds the paths, headers and
+ * errors; its axios transport works under Deno but is replaced, through node-vault's `request-promise`
+ * hook, by Deno's `fetch`: axios follows redirects through `follow-redirects`, which logs the request
+ * options, `X-Vault-Token` included, whenever `DEBUG` matches (e.g. `DEBUG=*`) and would send the token
+ * wherever a redirect points (node-vault cannot turn redirects off), and any `node:http` transport prints
+ * the token under `NODE_DEBUG=http`. `fetch` logs nothing; redirects are not followed (a 3xx is a
+ * configuration error: point the address at the active node).
  *
  * @module
  */
@@ -198,8 +204,7 @@ export class VaultKmsClient implements KmsClient {
         // node-vault's debug output logs request bodies (plaintext keys): never enabled.
         debug: () => {},
         requestOptions: { timeout: this.#timeoutMs },
-        // Verify TLS regardless of VAULT_SKIP_VERIFY in the environment.
-        rpDefaults: { strictSSL: true },
+        "request-promise": fetchTransport(this.#timeoutMs),
       } as Parameters<typeof vaultFactory>[0],
     );
     // node-vault falls back to VAULT_NAMESPACE / VAULT_PREFIX from the environment: pin ours.
@@ -446,17 +451,17 @@ export class VaultKmsClient implements KmsClient {
     if (status === undefined) {
       const code = typeof err?.code === "string" ? err.code : "unknown";
       const cause: VaultFailure = { operation: call.op, code };
-      if (/CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_VERIFY/i.test(code) || code === "ERR_INVALID_URL") {
+      if (/CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_VERIFY|^ERR_(INVALID_URL|BLOCKED_PORT)$/i.test(code)) {
         return {
           error: new KmsConfigError(`cannot talk to Vault at ${this.address} (${code}) during ${what}`, {
             masterKeyId,
             cause,
-            hint: "check the address and the TLS setup",
+            hint: "check the address (fetch refuses some ports, e.g. 1 and 9) and the TLS setup",
           }),
           safeToRetry: false,
         };
       }
-      const timedOut = code === "ECONNABORTED" || code === "ETIMEDOUT";
+      const timedOut = code === "ECONNABORTED" || code === "ETIMEDOUT" || code === "ESOCKETTIMEDOUT";
       const why = timedOut ? `did not answer within ${this.#timeoutMs} ms` : `is unreachable (${code})`;
       return {
         error: new KmsUnavailableError(`Vault at ${this.address} ${why} during ${what}`, {
@@ -566,6 +571,16 @@ export class VaultKmsClient implements KmsClient {
         safeToRetry: false,
       };
     }
+    if (status >= 300 && status < 400) {
+      return {
+        error: new KmsConfigError(`Vault at ${this.address} redirected ${what} (HTTP ${status})`, {
+          ...opts,
+          hint:
+            "redirects are not followed: use the address of the active node (or enable request forwarding)",
+        }),
+        safeToRetry: false,
+      };
+    }
     if (status === 405) {
       return {
         error: new KmsConfigError(`Vault does not support ${what} at ${fullPath} (HTTP 405)`, opts),
@@ -595,6 +610,100 @@ export class VaultKmsClient implements KmsClient {
     }
     return out;
   }
+}
+
+/** Most bytes accepted in one Vault answer (key descriptions and wrapped keys are tiny). */
+const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
+
+interface TransportRequest {
+  method: string;
+  uri: string;
+  headers?: Record<string, string>;
+  json?: unknown;
+}
+
+interface TransportResponse {
+  statusCode: number;
+  body: unknown;
+  request: { path: string };
+}
+
+/** A transport failure with a Node-style `code` and no request data (no URL, headers or body). */
+function transportError(code: string): Error & { code: string } {
+  return Object.assign(new Error(`Vault request failed (${code})`), { code });
+}
+
+/** Node-style code for a `fetch` failure (Deno reports the cause only as text). */
+function fetchErrorCode(e: unknown): string {
+  if (e instanceof DOMException && (e.name === "TimeoutError" || e.name === "AbortError")) return "ETIMEDOUT";
+  const text = `${(e as Error)?.message ?? ""} ${String((e as Error)?.cause ?? "")}`;
+  if (/connection refused/i.test(text)) return "ECONNREFUSED";
+  if (/dns error|failed to lookup|name or service not known|nodename nor servname/i.test(text)) {
+    return "ENOTFOUND";
+  }
+  if (/certificate|invalidcontenttype|corrupt message|handshake|\btls\b/i.test(text)) {
+    return "CERT_OR_TLS_ERROR";
+  }
+  if (/are blocked/i.test(text)) return "ERR_BLOCKED_PORT"; // fetch refuses ports such as 1, 9, 25
+  if (/invalid url|relative url/i.test(text)) return "ERR_INVALID_URL";
+  if (/network is unreachable/i.test(text)) return "ENETUNREACH";
+  if (/no route to host/i.test(text)) return "EHOSTUNREACH";
+  return "ECONNRESET";
+}
+
+/**
+ * node-vault's `request-promise` hook on Deno's `fetch`: JSON in and out, no redirects, TLS verified, a
+ * wall-clock timeout, a bounded answer.
+ */
+function fetchTransport(timeoutMs: number) {
+  const send = async (o: TransportRequest): Promise<TransportResponse> => {
+    const url = new URL(o.uri);
+    const headers = new Headers(o.headers);
+    headers.set("accept", "application/json");
+    let body: string | undefined;
+    if (o.json !== undefined && typeof o.json === "object") {
+      body = JSON.stringify(o.json);
+      headers.set("content-type", "application/json");
+    }
+    const signal = timeoutMs > 0 ? AbortSignal.timeout(timeoutMs) : undefined;
+    let res: Response;
+    try {
+      res = await fetch(url, { method: o.method, headers, body, redirect: "manual", signal });
+    } catch (e) {
+      throw transportError(fetchErrorCode(e));
+    }
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    try {
+      if (res.body) {
+        for await (const chunk of res.body) {
+          size += chunk.length;
+          if (size > MAX_RESPONSE_BYTES) {
+            await res.body.cancel().catch(() => {});
+            throw transportError("ERESPONSETOOLARGE");
+          }
+          chunks.push(chunk);
+        }
+      }
+    } catch (e) {
+      throw (e as { code?: string }).code === "ERESPONSETOOLARGE" ? e : transportError(fetchErrorCode(e));
+    }
+    const bytes = new Uint8Array(size);
+    let at = 0;
+    for (const c of chunks) {
+      bytes.set(c, at);
+      at += c.length;
+    }
+    const text = new TextDecoder().decode(bytes);
+    let parsed: unknown = text;
+    try {
+      parsed = text === "" ? undefined : JSON.parse(text);
+    } catch {
+      /* not JSON: keep the text for the status mapping */
+    }
+    return { statusCode: res.status, body: parsed, request: { path: url.pathname } };
+  };
+  return { defaults: () => send };
 }
 
 /** Options of {@link vaultKmsClientFactory}: everything but the per-connection token. */
