@@ -31,7 +31,7 @@ export interface RotationReport {
   /** Already wrapped by the newest versions (e.g. by an interrupted earlier run). */
   current: string[];
   failed: { file: string; error: string }[];
-  /** Wrapped keys re-wrapped (DEKs with single wrapping, KEKs with double wrapping). */
+  /** Wrapped keys re-wrapped per file, summed (DEKs with single wrapping, KEKs with double wrapping; a KEK shared by several files is re-wrapped by the KMS once). */
   keysRewrapped: number;
   /** KMS calls made (rewrap, unwrap, wrap, verification). */
   kmsCalls: number;
@@ -107,26 +107,54 @@ async function verify(kms: KmsClient, before: string, after: string, masterKeyId
   }
 }
 
+/**
+ * Memory of one rotation run: KEKs are shared by many files (one KEK per master key and cache
+ * lifetime), so each distinct wrapped key is checked, re-wrapped and verified once per run.
+ */
+export class RotationMemo {
+  readonly current = new Map<string, Promise<boolean>>();
+  readonly rewrapped = new Map<string, Promise<string>>();
+}
+
+function memo<T>(map: Map<string, Promise<T>>, key: string, fn: () => Promise<T>): Promise<T> {
+  let p = map.get(key);
+  if (!p) {
+    p = fn();
+    map.set(key, p);
+    p.catch(() => map.get(key) === p && map.delete(key));
+  }
+  return p;
+}
+
 /** Rotates one key material file; returns the number of keys re-wrapped, 0 when already current. */
-export async function rotateKeyMaterialFile(kms: KmsClient, file: string): Promise<number> {
+export async function rotateKeyMaterialFile(
+  kms: KmsClient,
+  file: string,
+  run = new RotationMemo(),
+): Promise<number> {
   const parquet = parquetPathOf(file);
   if (!parquet) throw new KeyMaterialError(`${file} is not a key material file`);
   const store = await KeyMaterialStore.load(parquet, file);
   const refs = store.refs();
   const materials = refs.map((r) => store.get(r));
-  const current = await Promise.all(materials.map((m) => isCurrent(kms, m)));
+  const current = await Promise.all(
+    materials.map((m) => memo(run.current, kmsWrapped(m), () => isCurrent(kms, m))),
+  );
   if (current.every(Boolean)) return 0;
-  // KEKs are shared by several DEKs: re-wrap each distinct wrapped key once.
-  const done = new Map<string, string>();
-  for (const m of materials) {
-    const w = kmsWrapped(m);
-    if (!done.has(w)) done.set(w, await rewrap(kms, w, m.masterKeyId));
-  }
   const next = KeyMaterialStore.empty(parquet);
-  refs.forEach((r, i) => next.set(r, withKmsWrapped(materials[i], done.get(kmsWrapped(materials[i]))!)));
-  for (const m of materials) await verify(kms, kmsWrapped(m), done.get(kmsWrapped(m))!, m.masterKeyId);
+  const distinct = new Set<string>();
+  for (const [i, m] of materials.entries()) {
+    const w = kmsWrapped(m);
+    distinct.add(w);
+    const rewrapped = await memo(run.rewrapped, w, async () => {
+      const after = await rewrap(kms, w, m.masterKeyId);
+      await verify(kms, w, after, m.masterKeyId);
+      return after;
+    });
+    next.set(refs[i], withKmsWrapped(m, rewrapped));
+  }
   await next.save(file, `${TMP_KEY_MATERIAL_PREFIX}${basename(file).slice(KEY_MATERIAL_PREFIX.length)}`);
-  return done.size;
+  return distinct.size;
 }
 
 /**
@@ -141,9 +169,10 @@ export async function rotateMasterKeys(
   const { kms, calls } = counting(kmsClient);
   const files = await keyMaterialFiles(dir);
   const report: RotationReport = { rotated: [], current: [], failed: [], keysRewrapped: 0, kmsCalls: 0 };
+  const run = new RotationMemo();
   for (const [i, file] of files.entries()) {
     try {
-      const n = await rotateKeyMaterialFile(kms, file);
+      const n = await rotateKeyMaterialFile(kms, file, run);
       if (n === 0) report.current.push(file);
       else {
         report.rotated.push(file);
