@@ -45,6 +45,12 @@ export interface EncryptionConfiguration {
 
 /** Decryption configuration (pyarrow `DecryptionConfiguration`). */
 export interface DecryptionConfiguration {
+  /**
+   * Take the KMS instance id and URL from the file's footer key material when the connection leaves
+   * them DEFAULT (default false, as Arrow C++ and parquet-java now do: a crafted file could otherwise
+   * send the reader's token to a KMS of its choosing).
+   */
+  readKmsUrl?: boolean;
   /** AAD prefix for files written without storing it. */
   aadPrefix?: Uint8Array;
 }
@@ -170,6 +176,7 @@ export class CryptoFactory {
         accessToken: c.keyAccessToken,
         kekCache: this.#readKeks,
         parquetPath,
+        readKmsUrl: config.readKmsUrl ?? false,
       }),
     };
   }

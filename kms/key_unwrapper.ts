@@ -30,6 +30,8 @@ export interface KeyUnwrapperOptions {
   kekCache: TwoLevelCache<Promise<CryptoKey>>;
   /** Path of the Parquet file (needed for external key material). */
   parquetPath?: string;
+  /** Use the footer key material's KMS instance id/URL when configured as DEFAULT (see DecryptionConfiguration). */
+  readKmsUrl?: boolean;
 }
 
 /** Builds the key retriever of one Parquet file. */
@@ -52,8 +54,8 @@ export function keyRetriever(options: KeyUnwrapperOptions): KeyRetriever {
 
   return async (meta: Uint8Array, request: KeyRequest) => {
     const m = await material(meta);
-    if (m.isFooterKey) {
-      // As the key tools do: the footer key material names the KMS instance unless configured.
+    if (m.isFooterKey && options.readKmsUrl) {
+      // Opt-in, as in the key tools: the footer key material names the KMS instance unless configured.
       if (instanceId === KMS_DEFAULT && m.kmsInstanceId) instanceId = m.kmsInstanceId;
       if (instanceUrl === KMS_DEFAULT && m.kmsInstanceUrl) instanceUrl = m.kmsInstanceUrl;
     }

@@ -61,8 +61,6 @@ export interface VaultKmsClientOptions {
   retryDelayMs?: number;
   /** Upper bound of one backoff delay in milliseconds; default 1 000. */
   retryMaxDelayMs?: number;
-  /** How long `isCurrent` trusts a key's `latest_version`, in milliseconds; default 5 000. */
-  keyInfoTtlMs?: number;
 }
 
 /** A transit key as `GET <mount>/keys/<name>` describes it (key material is never returned). */
@@ -152,8 +150,9 @@ export class VaultKmsClient implements KmsClient {
   readonly #retryDelayMs: number;
   readonly #retryMaxDelayMs: number;
   readonly #timeoutMs: number;
-  readonly #keyInfoTtlMs: number;
-  readonly #latest = new Map<string, { version: number; expires: number }>();
+  /** Highest version seen per key (from reads and ciphertexts). */
+  readonly #latest = new Map<string, number>();
+  readonly #reading = new Map<string, Promise<VaultKeyInfo>>();
 
   /** Validates the options (throws {@link KmsConfigError}) and builds the node-vault client. */
   constructor(options: VaultKmsClientOptions) {
@@ -192,7 +191,6 @@ export class VaultKmsClient implements KmsClient {
     this.#retries = Math.floor(nonNegative(options.retries, 2, "retries"));
     this.#retryDelayMs = nonNegative(options.retryDelayMs, 100, "retryDelayMs");
     this.#retryMaxDelayMs = nonNegative(options.retryMaxDelayMs, 1_000, "retryMaxDelayMs");
-    this.#keyInfoTtlMs = nonNegative(options.keyInfoTtlMs, 5_000, "keyInfoTtlMs");
 
     const client = vaultFactory(
       {
@@ -274,13 +272,21 @@ export class VaultKmsClient implements KmsClient {
     return this.#ciphertextOf(body, "rewrap", masterKeyId);
   }
 
-  /** Whether the wrapped key uses the key's latest version (`latest_version`, cached briefly). */
+  /**
+   * Whether the wrapped key uses the key's latest version. Versions only grow, so a version below
+   * one seen before is stale without asking; "current" is always confirmed by reading the key
+   * (concurrent checks of one key share the read), because rotation safety checks depend on it.
+   */
   async isCurrent(wrappedKey: string, masterKeyId: string): Promise<boolean> {
     const version = vaultCiphertextVersion(wrappedKey);
-    const cached = this.#latest.get(masterKeyId);
-    if (cached && cached.expires > Date.now() && version <= cached.version) return version === cached.version;
-    const info = await this.readKey(masterKeyId);
-    return version === info.latestVersion;
+    const seen = this.#latest.get(masterKeyId);
+    if (seen !== undefined && version < seen) return false;
+    let read = this.#reading.get(masterKeyId);
+    if (!read) {
+      read = this.readKey(masterKeyId).finally(() => this.#reading.delete(masterKeyId));
+      this.#reading.set(masterKeyId, read);
+    }
+    return version === (await read).latestVersion;
   }
 
   /** Reads a transit key's versions and policy (`GET <mount>/keys/<id>`; needs `read`). */
@@ -388,10 +394,7 @@ export class VaultKmsClient implements KmsClient {
       });
     }
     const version = vaultCiphertextVersion(ct);
-    const cached = this.#latest.get(masterKeyId);
-    if (!cached || cached.version < version) {
-      this.#latest.set(masterKeyId, { version, expires: Date.now() + this.#keyInfoTtlMs });
-    }
+    if ((this.#latest.get(masterKeyId) ?? 0) < version) this.#latest.set(masterKeyId, version);
     return ct;
   }
 
@@ -419,7 +422,9 @@ export class VaultKmsClient implements KmsClient {
       exportable: d.exportable === true,
       deletionAllowed: d.deletion_allowed === true,
     };
-    this.#latest.set(masterKeyId, { version: info.latestVersion, expires: Date.now() + this.#keyInfoTtlMs });
+    if ((this.#latest.get(masterKeyId) ?? 0) < info.latestVersion) {
+      this.#latest.set(masterKeyId, info.latestVersion);
+    }
     return info;
   }
 

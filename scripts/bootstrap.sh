@@ -22,6 +22,13 @@ if ! .venv/bin/python -c "import pyarrow, sys; sys.exit(pyarrow.__version__ != '
   .venv/bin/pip install --quiet --disable-pip-version-check "pyarrow==$PYARROW_VERSION" >&2
 fi
 
+# cryptography: the pyarrow key-tools peer's InMemoryKMS-style wrapping (AES-GCM) needs it.
+CRYPTOGRAPHY_VERSION=50.0.2
+if ! .venv/bin/python -c "import cryptography, sys; sys.exit(cryptography.__version__ != '$CRYPTOGRAPHY_VERSION')" 2>/dev/null; then
+  echo "bootstrap: installing cryptography $CRYPTOGRAPHY_VERSION into .venv" >&2
+  .venv/bin/pip install --quiet --disable-pip-version-check "cryptography==$CRYPTOGRAPHY_VERSION" >&2
+fi
+
 # The parquet-java interop peer (Java 17 + Maven come with the machine; Maven Central is reachable).
 bash tests/interop/java/build.sh >&2
 
