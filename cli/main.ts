@@ -9,15 +9,23 @@ import { KmsError } from "../kms/errors.ts";
 import { UsageError } from "./keys.ts";
 import { KMS_USAGE, kmsCommand } from "./kms.ts";
 import { PME_USAGE, pmeCommand } from "./pme.ts";
+import { VIEWS_USAGE, viewsCommand } from "./views.ts";
+import { GENERATE_USAGE, generateCommand } from "./generate.ts";
 
 const USAGE = `Usage: deno task cli <area> <command> [options]
 Areas:
   pme   Parquet Modular Encryption: inspect, encrypt, decrypt, rekey
   kms   Key management: the local keystore of master keys
+  views SQL on FHIR ViewDefinitions: run the conformance test suite
+  generate  Synthetic Food Coach data as FHIR NDJSON
 
 ${PME_USAGE}
 
-${KMS_USAGE}`;
+${KMS_USAGE}
+
+${GENERATE_USAGE}
+
+${VIEWS_USAGE}`;
 
 /** Runs the CLI; returns the exit code. Errors become one line on stderr. */
 export async function main(argv: string[]): Promise<number> {
@@ -28,6 +36,10 @@ export async function main(argv: string[]): Promise<number> {
         return await pmeCommand(rest);
       case "kms":
         return await kmsCommand(rest);
+      case "views":
+        return await viewsCommand(rest);
+      case "generate":
+        return await generateCommand(rest);
       case "help":
       case "--help":
         console.log(USAGE);
@@ -36,7 +48,7 @@ export async function main(argv: string[]): Promise<number> {
         console.error(`usage error: an area is required\n${USAGE}`);
         return 2;
       default:
-        throw new UsageError(`unknown area ${JSON.stringify(area)}; try "pme" or "kms"`);
+        throw new UsageError(`unknown area ${JSON.stringify(area)}; try "pme", "kms", "views" or "generate"`);
     }
   } catch (e) {
     if (
