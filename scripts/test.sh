@@ -44,6 +44,22 @@ PY
 )
 passed=$((passed + dp)); failed=$((failed + df))
 
+# The SQL-on-FHIR v2 conformance suite through the CLI; its standard test report is written to
+# .cache/sql-on-fhir-test-report.json and its counts join the totals.
+suite=../shared/testdata/sql-on-fhir-v2
+if [ -d "$suite" ]; then
+  if views_out=$("$DENO" run -A cli/main.ts views test "$suite" --report .cache/sql-on-fhir-test-report.json 2>&1); then
+    line=$(printf '%s\n' "$views_out" | grep -E '^[0-9]+ passed, [0-9]+ failed$' | tail -n 1)
+    vp=$(echo "$line" | cut -d' ' -f1); vf=$(echo "$line" | cut -d' ' -f3)
+    echo "sql-on-fhir suite: $line (report: .cache/sql-on-fhir-test-report.json)"
+    passed=$((passed + ${vp:-0})); failed=$((failed + ${vf:-1}))
+  else
+    printf '%s\n' "$views_out" | tail -n 20; failed=$((failed + 1))
+  fi
+else
+  echo "sql-on-fhir suite: $suite missing"; failed=$((failed + 1))
+fi
+
 # The pyarrow interop peer checks itself (it is what the interop tests trust).
 if out=$(.venv/bin/python -B tests/interop/test_pyarrow_tool.py 2>&1); then
   n=$(printf '%s\n' "$out" | grep -cE '^(ok|PASS)' || true)
