@@ -1,0 +1,467 @@
+/**
+ * fhir/server: the ingest server answers every kind of bad input with the right status and an
+ * OperationOutcome naming the element (or NDJSON line), and keeps every valid resource sent alongside.
+ */
+
+import assert from "node:assert/strict";
+import { generate } from "../fhir/generator.ts";
+import { loadValidator } from "../fhir/validate.ts";
+import { createIngestHandler, MemorySink, splitLines, startIngestServer } from "../fhir/server/mod.ts";
+
+type Obj = Record<string, unknown>;
+type OO = { resourceType: string; issue: { severity: string; code: string; expression?: string[] }[] };
+
+loadValidator();
+const dir = await Deno.makeTempDir({ prefix: "ingest_server_test_" });
+await generate({ patients: 4, days: 3, seed: "ingest-server-test", outDir: dir });
+const gen: Record<string, Obj[]> = {};
+for (
+  const t of [
+    "Organization",
+    "Practitioner",
+    "PractitionerRole",
+    "Patient",
+    "CareTeam",
+    "NutritionOrder",
+    "Observation",
+  ]
+) {
+  gen[t] = (await Deno.readTextFile(`${dir}/${t}.ndjson`)).split("\n").filter(Boolean).map((l) =>
+    JSON.parse(l)
+  );
+}
+await Deno.remove(dir, { recursive: true });
+
+const TOKEN = "test-token-app-0123456789";
+const OBS_ONLY = "test-token-obs-only-0123456789";
+const BASE = "http://ingest.test/fhir";
+
+async function setup(
+  extra: { maxBodyBytes?: number; maxLineBytes?: number; importBatchLines?: number } = {},
+) {
+  const sink = new MemorySink();
+  const handler = await createIngestHandler({
+    sink,
+    clients: { [TOKEN]: "app", [OBS_ONLY]: { name: "obs-writer", types: ["Observation"] } },
+    maxBodyBytes: extra.maxBodyBytes ?? 256 * 1024,
+    maxLineBytes: extra.maxLineBytes,
+    importBatchLines: extra.importBatchLines,
+    onError: () => {},
+  });
+  return { sink, handler };
+}
+
+function req(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Request {
+  return new Request(`${BASE}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/fhir+json", ...headers },
+    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
+  });
+}
+
+/** Asserts status, FHIR content type and an OperationOutcome with an error issue (code, expression). */
+async function expectOutcome(res: Response, status: number, code: string, expression?: string): Promise<OO> {
+  const body = await res.json() as OO;
+  assert.equal(res.status, status, JSON.stringify(body));
+  assert.match(res.headers.get("content-type") ?? "", /^application\/fhir\+json/);
+  assert.equal(body.resourceType, "OperationOutcome");
+  const hit = body.issue.find((i) =>
+    i.severity === "error" && i.code === code &&
+    (expression === undefined || (i.expression ?? []).includes(expression))
+  );
+  assert.ok(hit, `no ${code} issue at ${expression}: ${JSON.stringify(body.issue)}`);
+  return body;
+}
+
+const food = () => structuredClone(gen.Observation.find((o) => JSON.stringify(o.code).includes("9052-2"))!);
+const patient = () => structuredClone(gen.Patient[0]);
+
+Deno.test("metadata: CapabilityStatement without a token", async () => {
+  const { handler } = await setup();
+  const res = await handler(new Request(`${BASE}/metadata`));
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get("content-type")!, /application\/fhir\+json/);
+  const cs = await res.json();
+  assert.equal(cs.resourceType, "CapabilityStatement");
+  assert.equal(cs.fhirVersion, "4.0.1");
+  assert.ok(cs.rest[0].resource.some((r: Obj) => r.type === "Observation"));
+});
+
+Deno.test("create: 201, Location, new server id, meta set, stored once", async () => {
+  const { sink, handler } = await setup();
+  const obs = food();
+  const res = await handler(req("POST", "/Observation", obs));
+  assert.equal(res.status, 201);
+  const body = await res.json();
+  assert.notEqual(body.id, obs.id);
+  assert.match(res.headers.get("location")!, new RegExp(`^${BASE}/Observation/${body.id}/_history/\\d+$`));
+  assert.equal(res.headers.get("etag"), `W/"${body.meta.versionId}"`);
+  assert.match(body.meta.lastUpdated, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+  assert.deepEqual(sink.resources("Observation"), [body]);
+  // Prefer: return=minimal → no body.
+  const min = await handler(req("POST", "/Observation", obs, { prefer: "return=minimal" }));
+  assert.equal(min.status, 201);
+  assert.equal(await min.text(), "");
+  assert.equal(sink.count, 2);
+});
+
+Deno.test("update: PUT keeps the id, checks it against the body", async () => {
+  const { sink, handler } = await setup();
+  const p = patient();
+  const res = await handler(req("PUT", `/Patient/${p.id}`, p));
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get("location")!, new RegExp(`/Patient/${p.id}/_history/`));
+  assert.equal((await res.json()).id, p.id);
+  await expectOutcome(await handler(req("PUT", `/Patient/other-id`, p)), 400, "invalid", "Patient.id");
+  await expectOutcome(
+    await handler(req("PUT", `/Patient/bad_id`, { ...p, id: "bad_id" })),
+    400,
+    "value",
+    "Patient.id",
+  );
+  assert.equal(sink.count, 1);
+});
+
+Deno.test("bad single resources: status and OperationOutcome with the element path", async (t) => {
+  const { sink, handler } = await setup();
+  const post = (b: unknown, path = "/Observation") => handler(req("POST", path, b));
+  await t.step("invalid JSON → 400 structure", async () => {
+    await expectOutcome(await post('{"resourceType": "Observation", '), 400, "structure");
+  });
+  await t.step("not an object → 400", async () => {
+    await expectOutcome(await post("[1,2]"), 400, "structure");
+  });
+  await t.step("unknown resourceType → 400 at resourceType", async () => {
+    await expectOutcome(await post({ ...food(), resourceType: "Foo" }), 400, "structure", "resourceType");
+  });
+  await t.step("resourceType not matching the URL → 400 at resourceType", async () => {
+    await expectOutcome(await post(patient()), 400, "invalid", "resourceType");
+  });
+  await t.step("type not on the allow-list → 422 not-supported", async () => {
+    await expectOutcome(
+      await post({ resourceType: "Medication", status: "active" }, "/Medication"),
+      422,
+      "not-supported",
+      "resourceType",
+    );
+  });
+  await t.step("unknown type in the URL → 404", async () => {
+    await expectOutcome(await post(food(), "/Foo"), 404, "not-found");
+  });
+  await t.step("missing required element → 400 at Observation.status", async () => {
+    const o = food();
+    delete o.status;
+    await expectOutcome(await post(o), 400, "structure", "Observation.status");
+  });
+  await t.step("wrong JSON type → 400 at the element", async () => {
+    const o = food();
+    o.status = 5;
+    const body = await (await post(o)).json() as OO;
+    assert.ok(
+      body.issue.some((i) => (i.expression ?? []).includes("Observation.status")),
+      JSON.stringify(body),
+    );
+  });
+  await t.step("invalid code where bound → 422 code-invalid", async () => {
+    await expectOutcome(
+      await post({ ...food(), status: "bogus" }),
+      422,
+      "code-invalid",
+      "Observation.status",
+    );
+  });
+  await t.step("wrong content type → 415", async () => {
+    await expectOutcome(
+      await handler(req("POST", "/Observation", food(), { "content-type": "text/plain" })),
+      415,
+      "not-supported",
+    );
+  });
+  await t.step("wrong method → 405", async () => {
+    await expectOutcome(await handler(req("GET", "/Observation")), 405, "not-supported");
+  });
+  assert.equal(sink.count, 0);
+});
+
+Deno.test("oversize body → 413 too-long (declared and streamed)", async () => {
+  const { sink, handler } = await setup({ maxBodyBytes: 2000 });
+  const big = { ...food(), note: [{ text: "x".repeat(5000) }] };
+  await expectOutcome(await handler(req("POST", "/Observation", big)), 413, "too-long");
+  const stream = new ReadableStream<Uint8Array>({
+    start(c) {
+      for (let i = 0; i < 10; i++) c.enqueue(new Uint8Array(500).fill(32));
+      c.close();
+    },
+  });
+  const r = new Request(`${BASE}/Observation`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/fhir+json" },
+    body: stream,
+  });
+  await expectOutcome(await handler(r), 413, "too-long");
+  assert.equal(sink.count, 0);
+});
+
+Deno.test("authentication: 401 without/with a bad token, 403 for a type the client may not write", async () => {
+  const { sink, handler } = await setup();
+  const noAuth = new Request(`${BASE}/Observation`, {
+    method: "POST",
+    headers: { "content-type": "application/fhir+json" },
+    body: JSON.stringify(food()),
+  });
+  const r1 = await handler(noAuth);
+  assert.match(r1.headers.get("www-authenticate")!, /^Bearer/);
+  await expectOutcome(r1, 401, "login");
+  const r2 = await handler(
+    req("POST", "/Observation", food(), { authorization: "Bearer wrong-token-0123456789" }),
+  );
+  assert.match(r2.headers.get("www-authenticate")!, /invalid_token/);
+  await expectOutcome(r2, 401, "login");
+  await expectOutcome(
+    await handler(req("POST", "/Observation", food(), { authorization: "Basic abc" })),
+    401,
+    "login",
+  );
+  await expectOutcome(
+    await handler(req("POST", "/Patient", patient(), { authorization: `Bearer ${OBS_ONLY}` })),
+    403,
+    "forbidden",
+    "resourceType",
+  );
+  assert.equal(
+    (await handler(req("POST", "/Observation", food(), { authorization: `Bearer ${OBS_ONLY}` }))).status,
+    201,
+  );
+  assert.equal(sink.count, 1);
+});
+
+function entry(method: "POST" | "PUT", resource: Obj, fullUrl?: string): Obj {
+  const url = method === "POST" ? resource.resourceType : `${resource.resourceType}/${resource.id}`;
+  return { ...(fullUrl ? { fullUrl } : {}), resource, request: { method, url } };
+}
+
+Deno.test("batch: each entry on its own; valid ones kept", async () => {
+  const { sink, handler } = await setup();
+  const good1 = food();
+  const bad = { ...food(), status: "bogus" };
+  const good2 = patient();
+  const res = await handler(req("POST", "", {
+    resourceType: "Bundle",
+    type: "batch",
+    entry: [entry("POST", good1), entry("POST", bad), entry("PUT", good2)],
+  }));
+  assert.equal(res.status, 200);
+  const b = await res.json();
+  assert.equal(b.type, "batch-response");
+  assert.equal(b.entry.length, 3);
+  assert.equal(b.entry[0].response.status, "201 Created");
+  assert.match(b.entry[0].response.location, /^Observation\/[0-9a-f-]{36}\/_history\/\d+$/);
+  assert.match(b.entry[1].response.status, /^422/);
+  const oo = b.entry[1].response.outcome as OO;
+  assert.ok(
+    oo.issue.some((i) =>
+      i.code === "code-invalid" && i.expression?.includes("Bundle.entry[1].resource.status")
+    ),
+  );
+  assert.equal(b.entry[2].response.status, "200 OK");
+  assert.equal(sink.resources("Observation").length, 1);
+  assert.equal(sink.resources("Patient")[0].id, good2.id);
+});
+
+Deno.test("transaction: all or nothing, duplicates, urn:uuid references", async (t) => {
+  const { sink, handler } = await setup();
+  await t.step("one invalid entry → error status, nothing written", async () => {
+    const res = await handler(req("POST", "", {
+      resourceType: "Bundle",
+      type: "transaction",
+      entry: [entry("PUT", patient()), entry("POST", { ...food(), status: "bogus" })],
+    }));
+    await expectOutcome(res, 422, "code-invalid", "Bundle.entry[1].resource.status");
+    assert.equal(sink.count, 0);
+  });
+  await t.step("duplicate ids → 400 duplicate, nothing written", async () => {
+    const p = patient();
+    const res = await handler(req("POST", "", {
+      resourceType: "Bundle",
+      type: "transaction",
+      entry: [entry("PUT", p), entry("POST", food()), entry("PUT", p)],
+    }));
+    await expectOutcome(res, 400, "duplicate", "Bundle.entry[2].request.url");
+    assert.equal(sink.count, 0);
+  });
+  await t.step("duplicate fullUrl → 400", async () => {
+    const res = await handler(req("POST", "", {
+      resourceType: "Bundle",
+      type: "transaction",
+      entry: [entry("POST", food(), "urn:uuid:1"), entry("POST", food(), "urn:uuid:1")],
+    }));
+    await expectOutcome(res, 400, "duplicate", "Bundle.entry[1].fullUrl");
+    assert.equal(sink.count, 0);
+  });
+  await t.step("valid → transaction-response, everything written, urn:uuid rewritten", async () => {
+    const p = patient();
+    const urn = "urn:uuid:6a2f41a3-c54c-fce8-32d2-0324e1c32e22";
+    const o = food();
+    (o.subject as Obj).reference = urn;
+    const res = await handler(req("POST", "", {
+      resourceType: "Bundle",
+      type: "transaction",
+      entry: [
+        entry("POST", { ...p, id: undefined }, urn),
+        entry("POST", o),
+        entry("PUT", gen.Practitioner[0]),
+      ],
+    }));
+    const b = await res.json();
+    assert.equal(res.status, 200, JSON.stringify(b));
+    assert.equal(b.type, "transaction-response");
+    assert.deepEqual(b.entry.map((e: { response: { status: string } }) => e.response.status), [
+      "201 Created",
+      "201 Created",
+      "200 OK",
+    ]);
+    const [storedP] = sink.resources("Patient");
+    assert.equal((sink.resources("Observation")[0].subject as Obj).reference, `Patient/${storedP.id}`);
+    assert.equal(sink.count, 3);
+    assert.equal(sink.appendCalls, 3); // one per type
+  });
+  await t.step("sink failure → 500 exception", async () => {
+    sink.failWith = new Error("disk full");
+    const res = await handler(
+      req("POST", "", { resourceType: "Bundle", type: "transaction", entry: [entry("POST", food())] }),
+    );
+    await expectOutcome(res, 500, "exception");
+    sink.failWith = undefined;
+  });
+  await t.step("not a batch/transaction → 400", async () => {
+    await expectOutcome(
+      await handler(req("POST", "", { resourceType: "Bundle", type: "collection" })),
+      400,
+      "value",
+      "Bundle.type",
+    );
+  });
+});
+
+function ndjsonReq(body: string | ReadableStream<Uint8Array>, headers: Record<string, string> = {}): Request {
+  return new Request(`${BASE}/$import`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/fhir+ndjson", ...headers },
+    body,
+  });
+}
+
+Deno.test("$import: bad lines amid good ones reported by line number; good lines kept", async () => {
+  const { sink, handler } = await setup({ importBatchLines: 7, maxLineBytes: 8192 });
+  const good = [...gen.Patient, ...gen.Observation.slice(0, 40)];
+  const lines = good.map((r) => JSON.stringify(r));
+  // Insert bad lines at known 1-based positions.
+  lines.splice(4, 0, "{not json"); // line 5
+  lines.splice(9, 0, JSON.stringify({ ...food(), status: "bogus" })); // line 10
+  lines.splice(16, 0, JSON.stringify({ resourceType: "Foo" })); // line 17
+  lines.splice(19, 0, ""); // line 20 blank: skipped
+  lines.splice(22, 0, JSON.stringify({ ...food(), note: [{ text: "y".repeat(10000) }] })); // line 23 too long
+  const res = await handler(ndjsonReq(lines.join("\r\n") + "\n"));
+  const body = await res.json() as OO & { issue: { diagnostics: string }[] };
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("x-accepted-count"), String(good.length));
+  assert.equal(res.headers.get("x-rejected-count"), "4");
+  assert.match(body.issue[0].diagnostics, new RegExp(`accepted ${good.length}, rejected 4`));
+  const at = (n: number, code: string) =>
+    assert.ok(
+      body.issue.some((i) => i.code === code && i.expression?.[0] === `line ${n}`),
+      `line ${n} ${code}`,
+    );
+  at(5, "structure");
+  at(10, "code-invalid");
+  assert.ok(
+    body.issue.some((i) => i.expression?.[0] === "line 10" && i.expression.includes("Observation.status")),
+  );
+  at(17, "structure");
+  at(23, "too-long");
+  assert.equal(sink.count, good.length);
+  assert.deepEqual(sink.resources("Patient").map((p) => p.id), gen.Patient.map((p) => p.id));
+  assert.ok(sink.resources("Observation").every((o) => typeof (o.meta as Obj).versionId === "string"));
+  await expectOutcome(
+    await handler(ndjsonReq("x", { "content-type": "application/fhir+json" })),
+    415,
+    "not-supported",
+  );
+});
+
+Deno.test("$import: streams a large body in bounded batches", async () => {
+  const { sink, handler } = await setup({ importBatchLines: 500 });
+  const src = gen.Observation.map((r) => JSON.stringify(r) + "\n");
+  const total = 3000;
+  let i = 0;
+  const enc = new TextEncoder();
+  const stream = new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (i >= total) return c.close();
+      // Chunks that cut lines anywhere.
+      let s = "";
+      for (let k = 0; k < 7 && i < total; k++) s += src[i++ % src.length];
+      const b = enc.encode(s);
+      c.enqueue(b.subarray(0, 100));
+      c.enqueue(b.subarray(100));
+    },
+  });
+  const res = await handler(ndjsonReq(stream));
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("x-accepted-count"), String(total));
+  assert.equal(sink.count, total);
+  assert.ok(sink.appendCalls >= total / 500 && sink.appendCalls <= total / 500 + 1);
+});
+
+Deno.test("splitLines: CRLF, last line without newline, long line skipped", async () => {
+  const enc = new TextEncoder();
+  const s = new Blob([enc.encode("ab\r\ncd\n" + "z".repeat(50) + "\nlast")]).stream();
+  const out = [];
+  for await (const l of splitLines(s, 10)) {
+    out.push(
+      l.tooLong !== undefined ? `#${l.lineNo}:long` : `#${l.lineNo}:${new TextDecoder().decode(l.bytes)}`,
+    );
+  }
+  assert.deepEqual(out, ["#1:ab", "#2:cd", "#3:long", "#4:last"]);
+});
+
+Deno.test("over HTTP: N parallel POSTs each acknowledged and stored exactly once", async () => {
+  const sink = new MemorySink();
+  const ac = new AbortController();
+  const server = await startIngestServer({
+    sink,
+    clients: { [TOKEN]: "app" },
+    maxBodyBytes: 64 * 1024,
+    port: 0,
+    signal: ac.signal,
+  });
+  try {
+    const base = `http://127.0.0.1:${server.addr.port}/fhir`;
+    const N = 200;
+    const obs = Array.from({ length: N }, (_, i) => gen.Observation[i % gen.Observation.length]);
+    const results = await Promise.all(obs.map(async (o) => {
+      const r = await fetch(`${base}/Observation`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/fhir+json" },
+        body: JSON.stringify(o),
+      });
+      const b = await r.json();
+      return { status: r.status, id: b.id as string, location: r.headers.get("location") };
+    }));
+    assert.ok(results.every((r) => r.status === 201));
+    assert.ok(results.every((r) => r.location?.startsWith(`${base}/Observation/${r.id}/_history/`)));
+    const ids = new Set(results.map((r) => r.id));
+    assert.equal(ids.size, N);
+    const stored = sink.resources("Observation");
+    assert.equal(stored.length, N);
+    assert.deepEqual(new Set(stored.map((s) => s.id)), ids);
+    const versions = new Set(stored.map((s) => (s.meta as Obj).versionId));
+    assert.equal(versions.size, N);
+    const unauth = await fetch(`${base}/Observation`, { method: "POST", body: "{}" });
+    assert.equal(unauth.status, 401);
+    await unauth.body?.cancel();
+  } finally {
+    ac.abort();
+    await server.finished;
+  }
+});
