@@ -11,6 +11,7 @@ import { KMS_USAGE, kmsCommand } from "./kms.ts";
 import { PME_USAGE, pmeCommand } from "./pme.ts";
 import { VIEWS_USAGE, viewsCommand } from "./views.ts";
 import { GENERATE_USAGE, generateCommand } from "./generate.ts";
+import { SERVE_USAGE, serveCommand } from "./serve.ts";
 
 const USAGE = `Usage: deno task cli <area> <command> [options]
 Areas:
@@ -18,6 +19,7 @@ Areas:
   kms   Key management: the local keystore of master keys
   views SQL on FHIR ViewDefinitions: run the conformance test suite
   generate  Synthetic Food Coach data as FHIR NDJSON
+  serve The FHIR ingest server over the encrypted landing zone
 
 ${PME_USAGE}
 
@@ -25,7 +27,9 @@ ${KMS_USAGE}
 
 ${GENERATE_USAGE}
 
-${VIEWS_USAGE}`;
+${VIEWS_USAGE}
+
+${SERVE_USAGE}`;
 
 /** Runs the CLI; returns the exit code. Errors become one line on stderr. */
 export async function main(argv: string[]): Promise<number> {
@@ -40,6 +44,8 @@ export async function main(argv: string[]): Promise<number> {
         return await viewsCommand(rest);
       case "generate":
         return await generateCommand(rest);
+      case "serve":
+        return await serveCommand(rest);
       case "help":
       case "--help":
         console.log(USAGE);
@@ -48,7 +54,9 @@ export async function main(argv: string[]): Promise<number> {
         console.error(`usage error: an area is required\n${USAGE}`);
         return 2;
       default:
-        throw new UsageError(`unknown area ${JSON.stringify(area)}; try "pme", "kms", "views" or "generate"`);
+        throw new UsageError(
+          `unknown area ${JSON.stringify(area)}; try "pme", "kms", "views", "generate" or "serve"`,
+        );
     }
   } catch (e) {
     if (

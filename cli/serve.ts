@@ -1,0 +1,116 @@
+/**
+ * `serve`: the FHIR ingest server over the encrypted landing zone.
+ *
+ * `deno task cli serve --data DIR --port N [--kms local --keystore FILE | --kms vault ...]
+ * [--clients FILE] [--landing-master-key ID]` — landing zone under `DIR/landing/` (lake under
+ * `DIR/lake/` once converted). Without `--kms` the embedded local keystore `DIR/keystore.json` is
+ * used (created with a random landing master key if missing). `--clients FILE` is a JSON object
+ * mapping bearer tokens to client names; without it a token is generated and printed once.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { join } from "node:path";
+import { existsSync } from "node:fs";
+import { LandingZone } from "../fhir/landing/mod.ts";
+import { startIngestServer } from "../fhir/server/mod.ts";
+import { LocalKeystore } from "../kms/local_keystore.ts";
+import { UsageError } from "./keys.ts";
+import { KMS_OPTIONS, selectKms } from "./kms_connect.ts";
+
+/** Usage of serve. */
+export const SERVE_USAGE =
+  `Usage: deno task cli serve --data DIR --port N [--kms local --keystore FILE | --kms vault ...]
+          [--clients FILE] [--landing-master-key ID] [--max-body-mb 32]
+  FHIR R4 ingest server on 127.0.0.1: POST/PUT resources, batch/transaction Bundles, POST /fhir/$import.
+  Accepted resources are encrypted and fsync'd into DIR/landing/ before the response.`;
+
+async function readClients(path: string): Promise<Record<string, string>> {
+  let o: unknown;
+  try {
+    o = JSON.parse(await Deno.readTextFile(path));
+  } catch (e) {
+    throw new UsageError(
+      `--clients ${path}: ${e instanceof SyntaxError ? "not JSON" : (e as Error).message}`,
+    );
+  }
+  if (
+    !o || typeof o !== "object" || Array.isArray(o) || Object.values(o).some((v) => typeof v !== "string")
+  ) {
+    throw new UsageError(`--clients ${path} must be a JSON object mapping bearer tokens to client names`);
+  }
+  return o as Record<string, string>;
+}
+
+/** Runs the server until SIGINT/SIGTERM; returns the exit code. */
+export async function serveCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      data: { type: "string" },
+      port: { type: "string" },
+      clients: { type: "string" },
+      "landing-master-key": { type: "string" },
+      "max-body-mb": { type: "string" },
+      ...KMS_OPTIONS,
+    },
+  });
+  if (!values.data) throw new UsageError(`--data DIR is required\n${SERVE_USAGE}`);
+  const port = Number(values.port ?? 8080);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError("--port must be 0..65535");
+  const maxBodyBytes = Number(values["max-body-mb"] ?? 32) * 1024 * 1024;
+  if (!(maxBodyBytes > 0)) throw new UsageError("--max-body-mb must be positive");
+  const masterKeyId = values["landing-master-key"] ?? "landing";
+  await Deno.mkdir(values.data, { recursive: true, mode: 0o700 });
+
+  let kms = selectKms(values);
+  if (!kms) {
+    // Embedded default: a local keystore inside the data folder.
+    const keystore = join(values.data, "keystore.json");
+    if (!existsSync(keystore)) (await LocalKeystore.create(keystore)).close();
+    const ks = await LocalKeystore.open(keystore);
+    try {
+      if (!ks.has(masterKeyId)) await ks.addKey(masterKeyId);
+    } finally {
+      ks.close();
+    }
+    kms = selectKms({ kms: "local", keystore })!;
+  }
+  let clients: Record<string, string>;
+  let generated: string | undefined;
+  if (values.clients) clients = await readClients(values.clients);
+  else {
+    generated = Array.from(crypto.getRandomValues(new Uint8Array(24)), (b) => b.toString(16).padStart(2, "0"))
+      .join("");
+    clients = { [generated]: "default" };
+  }
+
+  const zone = await LandingZone.open(join(values.data, "landing"), await kms.client(), masterKeyId, {
+    autoRollIntervalMs: 10_000,
+    onBackgroundError: (e) =>
+      console.error(`landing zone: ${e instanceof Error ? e.name : "error"} while rolling`),
+  });
+  const stop = new AbortController();
+  const server = await startIngestServer({
+    sink: zone,
+    clients,
+    maxBodyBytes,
+    port,
+    hostname: "127.0.0.1",
+    signal: stop.signal,
+  });
+  console.log(
+    `fhir-pme ingest listening on http://127.0.0.1:${server.addr.port}/fhir (landing: ${
+      join(values.data, "landing")
+    })`,
+  );
+  if (generated) console.log(`bearer token for client "default": ${generated}`);
+  const shutdown = () => stop.abort();
+  Deno.addSignalListener("SIGINT", shutdown);
+  Deno.addSignalListener("SIGTERM", shutdown);
+  await server.finished;
+  await zone.close({ seal: true });
+  console.error("ingest server stopped; open segments sealed");
+  return 0;
+}
