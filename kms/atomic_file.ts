@@ -6,18 +6,9 @@
  */
 
 import { basename, dirname, join } from "node:path";
+import { syncDir } from "../pme/io.ts";
 
-/** Fsyncs a directory so that a rename in it is durable. */
-export async function syncDir(dir: string): Promise<void> {
-  const d = await Deno.open(dir, { read: true });
-  try {
-    await d.sync();
-  } catch {
-    // Some file systems refuse fsync on directories; the rename is still atomic.
-  } finally {
-    d.close();
-  }
-}
+export { syncDir };
 
 /**
  * Atomically replaces `path` with `bytes` (file mode `mode`, default 0o600). `tmpName` names the

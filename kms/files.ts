@@ -6,16 +6,19 @@
  * @module
  */
 
-import { transcodeFile, type TranscodeOptions, type TranscodeResult } from "../pme/mod.ts";
+import { type ByteSource, transcodeFile, type TranscodeOptions, type TranscodeResult } from "../pme/mod.ts";
 import type { KmsConnectionConfig } from "./client.ts";
 import type { CryptoFactory, DecryptionConfiguration, EncryptionConfiguration } from "./crypto_factory.ts";
 
-/** Encrypts `input` into `output` with data keys wrapped by the configured master keys. */
+/**
+ * Encrypts `input` (a path, or a source such as plaintext Parquet bytes in memory, which then never
+ * touch the disk) into `output` with data keys wrapped by the configured master keys.
+ */
 export async function encryptFileWithKms(
   factory: CryptoFactory,
   connection: KmsConnectionConfig,
   config: EncryptionConfiguration,
-  input: string,
+  input: string | ByteSource,
   output: string,
   options: Omit<TranscodeOptions, "encryption"> & { durable?: boolean } = {},
 ): Promise<TranscodeResult> {

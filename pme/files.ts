@@ -7,7 +7,7 @@
  */
 
 import { dirname } from "node:path";
-import { FileSink, fileSource } from "./io.ts";
+import { type ByteSource, FileSink, fileSource, syncDir } from "./io.ts";
 import { type DecryptionOptions, ParquetReader } from "./reader.ts";
 import { transcode, type TranscodeOptions, type TranscodeResult } from "./writer.ts";
 
@@ -23,17 +23,19 @@ export async function openParquetFile(path: string, options: DecryptionOptions =
 }
 
 /**
- * Transcodes `input` into `output`: with `options.encryption` the output is encrypted, without it
+ * Transcodes `input` (a path, or a source such as bytes in memory) into `output`: with `options.encryption` the output is encrypted, without it
  * the output is plaintext Parquet. `decryption` opens the input (plaintext inputs need none).
  * `durable` (default true) fsyncs the output before it is renamed into place.
  */
 export async function transcodeFile(
-  input: string,
+  input: string | ByteSource,
   output: string,
   decryption: DecryptionOptions,
   options: TranscodeOptions & { durable?: boolean },
 ): Promise<TranscodeResult> {
-  const reader = await openParquetFile(input, decryption);
+  const reader = typeof input === "string"
+    ? await openParquetFile(input, decryption)
+    : await ParquetReader.open(input, decryption);
   const suffix = Array.from(crypto.getRandomValues(new Uint8Array(6)), (b) => b.toString(16).padStart(2, "0"))
     .join("");
   const tmp = `${dirname(output)}/.${output.split("/").pop()}.tmp-${suffix}`;
@@ -44,6 +46,7 @@ export async function transcodeFile(
     await sink.close();
     sink = undefined;
     await Deno.rename(tmp, output);
+    if (options.durable ?? true) await syncDir(dirname(output));
     return result;
   } catch (e) {
     if (sink) await sink.close().catch(() => {});

@@ -113,6 +113,18 @@ export class MemorySink implements ByteSink {
   }
 }
 
+/** Fsyncs a directory so that a rename in it is durable (ignored where directories cannot be synced). */
+export async function syncDir(dir: string): Promise<void> {
+  const d = await Deno.open(dir, { read: true });
+  try {
+    await d.sync();
+  } catch {
+    // Some file systems refuse fsync on directories; the rename is still atomic.
+  } finally {
+    d.close();
+  }
+}
+
 /** A sink that only counts what it is given (verification passes, benchmarks). */
 export class NullSink implements ByteSink {
   position = 0;

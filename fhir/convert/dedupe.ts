@@ -1,0 +1,140 @@
+/**
+ * Streaming dedupe of landed NDJSON (PROFILE.md §6), in two passes over re-readable inputs.
+ *
+ * Pass 1 ({@link DedupeIndex.add}) keeps, per resource id, only small metadata of the winning line:
+ * `meta.lastUpdated` (ms), `meta.versionId`, where the line is (input, line number), the earliest
+ * `lastUpdated` seen for the id (its creation) and, for log entries, the app's log-entry identifier.
+ * Pass 2 ({@link DedupeIndex.isWinner}) re-reads the inputs and keeps only the winning lines.
+ *
+ * Rules:
+ * - **Versions / redelivery**: per `(resourceType, id)` the line with the greatest `meta.lastUpdated`
+ *   wins, ties broken by the numerically greatest `versionId`; an identical tie (the same line delivered
+ *   twice) keeps the first occurrence.
+ * - **Re-uploads**: resources with the same log-entry identifier (`system|value`) but different ids are one
+ *   app entry; the id created first (earliest `lastUpdated` over its versions; ties: smallest id) wins and
+ *   its latest version is used. So an entry whose original was later marked entered-in-error stays
+ *   deleted even if a re-uploaded copy exists.
+ *
+ * Memory: O(distinct ids of one resource type) — roughly 150–250 bytes per id (the id string, one small
+ * object, plus one map entry per log-entry identifier) — never the resources themselves.
+ *
+ * @module
+ */
+
+import { IDENTIFIER_SYSTEMS } from "../profile.ts";
+
+interface Entry {
+  lu: number;
+  ver: number;
+  verText: string;
+  input: number;
+  line: number;
+  created: number;
+  identifier?: string;
+}
+
+/** What pass 1 needs of a resource. */
+export interface DedupeKey {
+  id: string;
+  lastUpdatedMs: number;
+  versionId: string;
+  /** `system|value` of the log-entry identifier, if any. */
+  identifier?: string;
+}
+
+/** Counters of a dedupe. */
+export interface DedupeStats {
+  /** Lines seen in pass 1. */
+  lines: number;
+  /** Distinct ids. */
+  ids: number;
+  /** Lines that lost to another version or were a redelivered copy. */
+  supersededLines: number;
+  /** Ids dropped as re-uploads of an earlier id with the same log-entry identifier. */
+  reuploadsDropped: number;
+}
+
+/** The log-entry identifier (`system|value`) of a resource, if it has one. */
+export function logEntryIdentifier(resource: Record<string, unknown>): string | undefined {
+  const ids = resource.identifier;
+  if (!Array.isArray(ids)) return undefined;
+  for (const i of ids) {
+    if (
+      i && typeof i === "object" && i.system === IDENTIFIER_SYSTEMS.logEntry && typeof i.value === "string"
+    ) {
+      return `${i.system}|${i.value}`;
+    }
+  }
+  return undefined;
+}
+
+function newer(a: { lu: number; ver: number; verText: string }, b: Entry): boolean {
+  if (a.lu !== b.lu) return a.lu > b.lu;
+  if (!Number.isNaN(a.ver) && !Number.isNaN(b.ver)) return a.ver > b.ver;
+  return a.verText > b.verText;
+}
+
+/** The winners of one resource type. */
+export class DedupeIndex {
+  #ids = new Map<string, Entry>();
+  #lines = 0;
+  #superseded = 0;
+  #dropped: Set<string> | undefined;
+
+  /** Pass 1: records the line `line` of input `input`. */
+  add(key: DedupeKey, input: number, line: number): void {
+    this.#lines++;
+    const cand = { lu: key.lastUpdatedMs, ver: Number(key.versionId), verText: key.versionId };
+    const cur = this.#ids.get(key.id);
+    if (!cur) {
+      this.#ids.set(key.id, { ...cand, input, line, created: cand.lu, identifier: key.identifier });
+      return;
+    }
+    this.#superseded++;
+    if (cand.lu < cur.created) cur.created = cand.lu;
+    if (newer(cand, cur)) {
+      cur.lu = cand.lu;
+      cur.ver = cand.ver;
+      cur.verText = cand.verText;
+      cur.input = input;
+      cur.line = line;
+      cur.identifier = key.identifier;
+    }
+  }
+
+  /** Ends pass 1: resolves re-uploads. */
+  finish(): void {
+    const groups = new Map<string, { id: string; created: number }>();
+    const dropped = new Set<string>();
+    for (const [id, e] of this.#ids) {
+      if (e.identifier === undefined) continue;
+      const g = groups.get(e.identifier);
+      if (!g) {
+        groups.set(e.identifier, { id, created: e.created });
+      } else if (e.created < g.created || (e.created === g.created && id < g.id)) {
+        dropped.add(g.id);
+        g.id = id;
+        g.created = e.created;
+      } else {
+        dropped.add(id);
+      }
+    }
+    this.#dropped = dropped;
+  }
+
+  /** Pass 2: whether line `line` of input `input`, holding resource `id`, is the one to keep. */
+  isWinner(id: string, input: number, line: number): boolean {
+    const e = this.#ids.get(id);
+    return e !== undefined && e.input === input && e.line === line && !this.#dropped?.has(id);
+  }
+
+  /** Counters so far. */
+  get stats(): DedupeStats {
+    return {
+      lines: this.#lines,
+      ids: this.#ids.size,
+      supersededLines: this.#superseded,
+      reuploadsDropped: this.#dropped?.size ?? 0,
+    };
+  }
+}
