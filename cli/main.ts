@@ -12,6 +12,7 @@ import { PME_USAGE, pmeCommand } from "./pme.ts";
 import { VIEWS_USAGE, viewsCommand } from "./views.ts";
 import { GENERATE_USAGE, generateCommand } from "./generate.ts";
 import { SERVE_USAGE, serveCommand } from "./serve.ts";
+import { CONVERT_USAGE, convertCommand } from "./convert.ts";
 
 const USAGE = `Usage: deno task cli <area> <command> [options]
 Areas:
@@ -20,6 +21,7 @@ Areas:
   views SQL on FHIR ViewDefinitions: run the conformance test suite
   generate  Synthetic Food Coach data as FHIR NDJSON
   serve The FHIR ingest server over the encrypted landing zone
+  convert  Landing zone → encrypted Parquet lake (views, dedupe, column keys by sensitivity)
 
 ${PME_USAGE}
 
@@ -29,7 +31,9 @@ ${GENERATE_USAGE}
 
 ${VIEWS_USAGE}
 
-${SERVE_USAGE}`;
+${SERVE_USAGE}
+
+${CONVERT_USAGE}`;
 
 /** Runs the CLI; returns the exit code. Errors become one line on stderr. */
 export async function main(argv: string[]): Promise<number> {
@@ -46,6 +50,8 @@ export async function main(argv: string[]): Promise<number> {
         return await generateCommand(rest);
       case "serve":
         return await serveCommand(rest);
+      case "convert":
+        return await convertCommand(rest);
       case "help":
       case "--help":
         console.log(USAGE);
@@ -55,7 +61,7 @@ export async function main(argv: string[]): Promise<number> {
         return 2;
       default:
         throw new UsageError(
-          `unknown area ${JSON.stringify(area)}; try "pme", "kms", "views", "generate" or "serve"`,
+          `unknown area ${JSON.stringify(area)}; try "pme", "kms", "views", "generate", "serve" or "convert"`,
         );
     }
   } catch (e) {

@@ -12,12 +12,11 @@
 
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { existsSync } from "node:fs";
 import { LandingZone } from "../fhir/landing/mod.ts";
 import { startIngestServer } from "../fhir/server/mod.ts";
-import { LocalKeystore } from "../kms/local_keystore.ts";
 import { UsageError } from "./keys.ts";
-import { KMS_OPTIONS, selectKms } from "./kms_connect.ts";
+import { KMS_OPTIONS } from "./kms_connect.ts";
+import { dataDirKms, DEFAULT_MASTER_KEYS } from "./data_dir.ts";
 
 /** Usage of serve. */
 export const SERVE_USAGE =
@@ -61,22 +60,10 @@ export async function serveCommand(argv: string[]): Promise<number> {
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError("--port must be 0..65535");
   const maxBodyBytes = Number(values["max-body-mb"] ?? 32) * 1024 * 1024;
   if (!(maxBodyBytes > 0)) throw new UsageError("--max-body-mb must be positive");
-  const masterKeyId = values["landing-master-key"] ?? "landing";
+  const masterKeyId = values["landing-master-key"] ?? DEFAULT_MASTER_KEYS.landing;
   await Deno.mkdir(values.data, { recursive: true, mode: 0o700 });
 
-  let kms = selectKms(values);
-  if (!kms) {
-    // Embedded default: a local keystore inside the data folder.
-    const keystore = join(values.data, "keystore.json");
-    if (!existsSync(keystore)) (await LocalKeystore.create(keystore)).close();
-    const ks = await LocalKeystore.open(keystore);
-    try {
-      if (!ks.has(masterKeyId)) await ks.addKey(masterKeyId);
-    } finally {
-      ks.close();
-    }
-    kms = selectKms({ kms: "local", keystore })!;
-  }
+  const kms = await dataDirKms(values, values.data);
   let clients: Record<string, string>;
   let generated: string | undefined;
   if (values.clients) clients = await readClients(values.clients);

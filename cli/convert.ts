@@ -1,0 +1,84 @@
+/**
+ * `convert --data DIR [--until TIMESTAMP]`: the conversion core without Temporal. Sealed landing
+ * segments (optionally only those sealed before TIMESTAMP) → dedupe → project views → encrypted
+ * Parquet under `DIR/lake/<view>/date=YYYY-MM-DD/` with column master keys by sensitivity class →
+ * lake manifest; then the converted segments are marked published and deleted (their DEKs with them).
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { join } from "node:path";
+import { LandingZone } from "../fhir/landing/mod.ts";
+import { convert, loadProjectViews } from "../fhir/convert/mod.ts";
+import { UsageError } from "./keys.ts";
+import { KMS_OPTIONS } from "./kms_connect.ts";
+import { dataDirKms, DEFAULT_MASTER_KEYS } from "./data_dir.ts";
+
+/** Usage of convert. */
+export const CONVERT_USAGE =
+  `Usage: deno task cli convert --data DIR [--until TIMESTAMP] [--views DIR] [--keep-segments]
+          [--kms local --keystore FILE | --kms vault ...]
+  Converts sealed landing segments of DIR/landing into encrypted Parquet under DIR/lake (views from
+  views/ by default), then deletes the converted segments (unless --keep-segments).`;
+
+/** Runs a conversion; returns the exit code. */
+export async function convertCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      data: { type: "string" },
+      until: { type: "string" },
+      views: { type: "string" },
+      "keep-segments": { type: "boolean" },
+      ...KMS_OPTIONS,
+    },
+  });
+  if (!values.data) throw new UsageError(`--data DIR is required\n${CONVERT_USAGE}`);
+  const until = values.until === undefined ? undefined : Date.parse(values.until);
+  if (until !== undefined && Number.isNaN(until)) throw new UsageError("--until must be an ISO timestamp");
+  const kms = await dataDirKms(values, values.data);
+  const views = await loadProjectViews(values.views ?? join(import.meta.dirname!, "..", "views"));
+  const zone = await LandingZone.open(
+    join(values.data, "landing"),
+    await kms.client(),
+    DEFAULT_MASTER_KEYS.landing,
+  );
+  try {
+    const segments = zone.sealedSegments().filter((s) =>
+      s.status === "sealed" && (until === undefined || Date.parse(s.sealed) <= until)
+    );
+    if (segments.length === 0) {
+      console.log(
+        "nothing to convert: no sealed segments" + (values.until ? ` sealed by ${values.until}` : ""),
+      );
+      return 0;
+    }
+    const result = await convert({
+      inputs: segments.map((s) => ({ type: s.resourceType, lines: () => zone.read(s.segmentId) })),
+      views,
+      lakeDir: join(values.data, "lake"),
+      factory: kms.factory,
+      connection: kms.connection,
+      footerMasterKey: DEFAULT_MASTER_KEYS.footer,
+      masterKeys: {
+        "direct-identifier": DEFAULT_MASTER_KEYS["direct-identifier"],
+        "quasi-identifier": DEFAULT_MASTER_KEYS["quasi-identifier"],
+        clinical: DEFAULT_MASTER_KEYS.clinical,
+        technical: null,
+      },
+    });
+    await zone.markPublished(segments.map((s) => s.segmentId));
+    const deleted = values["keep-segments"] ? [] : await zone.deletePublished();
+    const rows = result.files.reduce((n, f) => n + f.rows, 0);
+    console.log(
+      `converted ${segments.length} segment(s) into ${result.files.length} file(s), ${rows} rows, in ` +
+        `${
+          result.seconds.toFixed(1)
+        } s; ${deleted.length} segment(s) deleted; manifest ${result.manifestPath}`,
+    );
+    return 0;
+  } finally {
+    await zone.close();
+  }
+}
