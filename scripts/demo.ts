@@ -1,120 +1,117 @@
 /**
- * The library-level pipeline, end to end, on synthetic Food Coach-like data (no real PHI): DuckDB
- * writes a plaintext Parquet table into a temporary folder, fhir-pme encrypts it with one key per
- * sensitive column and an encrypted footer into `lake/demo/`, shows what a reader without keys, a
- * dietitian with the clinical key only, and an administrator with every key can see, and re-keys the
- * file. Keys are random, held in memory only and never printed.
+ * The main job, until the Temporal orchestration lands: the library-level pipeline end to end with
+ * the embedded defaults (local keystore and lake under the data folder, default `./data`).
  *
- * Usage: deno task demo [--lake DIR] [--rows N]
+ * 1. generate synthetic Food Coach FHIR data (no real PHI);
+ * 2. start the ingest server on 127.0.0.1 and send the data over HTTP (`$import`): validated,
+ *    encrypted and fsync'd into the landing zone;
+ * 3. convert the sealed segments into encrypted Parquet in the lake (column keys by sensitivity);
+ * 4. read a food-log file as a dietitian whose keys exclude direct identifiers.
+ *
+ * Keys live in the keystore (`data/keystore.json`, mode 0600) and are never printed.
+ *
+ * Usage: deno task demo [--data DIR] [--patients N] [--days D]
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { DuckDBInstance } from "@duckdb/node-api";
-import { openParquetFile, PmeKeyMissingError, transcodeFile } from "../pme/mod.ts";
+import { generate } from "../fhir/generator.ts";
+import { LandingZone } from "../fhir/landing/mod.ts";
+import { startIngestServer } from "../fhir/server/mod.ts";
+import { readManifest } from "../fhir/convert/mod.ts";
+import { convertCommand } from "../cli/convert.ts";
+import { dataDirKms, DEFAULT_MASTER_KEYS } from "../cli/data_dir.ts";
+import { decryptFileWithKms } from "../kms/files.ts";
+import { CryptoFactory } from "../kms/crypto_factory.ts";
+import type { KmsClient } from "../kms/client.ts";
+import { KmsAccessDeniedError } from "../kms/errors.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
-  options: { lake: { type: "string" }, rows: { type: "string" } },
+  options: { data: { type: "string" }, patients: { type: "string" }, days: { type: "string" } },
 });
-const lake = values.lake ?? join(import.meta.dirname!, "..", "lake");
-const rows = Number(values.rows ?? 100_000);
-const te = new TextEncoder();
-const key = () => crypto.getRandomValues(new Uint8Array(32));
-
-await Deno.mkdir(join(lake, "demo"), { recursive: true });
+const data = values.data ?? join(import.meta.dirname!, "..", "data");
 const work = await Deno.makeTempDir({ prefix: "fhir-pme-demo-" });
 try {
-  const plain = join(work, "food_log.parquet");
-  const db = await DuckDBInstance.create(":memory:");
-  const conn = await db.connect();
-  await conn.run(`COPY (
-      SELECT 'entry-' || i AS entry_id,
-             'patient-' || (i % 500) AS patient_id,
-             'Synthetic Name ' || (i % 500) AS patient_name,
-             TIMESTAMP '2026-01-01' + to_minutes((i * 37) % 525600) AS eaten_at,
-             ['breakfast', 'lunch', 'dinner', 'snack'][1 + i % 4] AS meal,
-             ['oatmeal', 'apple', 'rice', 'salmon', 'yogurt'][1 + i % 5] AS item,
-             (50 + (i * 13) % 700)::DOUBLE AS kcal,
-             ((i * 7) % 40)::DOUBLE AS protein_g
-      FROM range(${rows}) t(i)) TO '${plain}' (FORMAT parquet, COMPRESSION zstd)`);
-  conn.disconnectSync();
-  db.closeSync();
-
-  const footer = key();
-  const identity = key();
-  const clinical = key();
-  const out = join(lake, "demo", "food_log.parquet");
-  const t0 = performance.now();
-  const written = await transcodeFile(plain, out, {}, {
-    encryption: {
-      footerKey: footer,
-      footerKeyMetadata: te.encode("footer"),
-      columnKeys: {
-        patient_id: { key: identity, keyMetadata: te.encode("identity") },
-        patient_name: { key: identity, keyMetadata: te.encode("identity") },
-        kcal: { key: clinical, keyMetadata: te.encode("clinical") },
-        protein_g: { key: clinical, keyMetadata: te.encode("clinical") },
-      },
-    },
+  // 1. Synthetic data.
+  const gen = join(work, "generated");
+  const summary = await generate({
+    patients: Number(values.patients ?? 20),
+    days: Number(values.days ?? 7),
+    seed: 2026,
+    outDir: gen,
   });
-  console.log(`encrypted ${written.rows} rows into ${out} in ${(performance.now() - t0).toFixed(0)} ms`);
+  const lines = Object.entries(summary.lines).map(([t, n]) => `${t} ${n}`).join(", ");
+  console.log(`1. generated ${summary.foodEntries} food entries (${lines} NDJSON lines) in ${gen}`);
 
-  const keys: Record<string, Uint8Array> = { footer, identity, clinical };
-  const retriever = (allowed: string[]) => (meta: Uint8Array) => {
-    const id = new TextDecoder().decode(meta);
-    return Promise.resolve(allowed.includes(id) ? keys[id] : null);
-  };
-  try {
-    await openParquetFile(out, {});
-  } catch (e) {
-    if (!(e instanceof PmeKeyMissingError)) throw e;
-    console.log("without keys: the footer cannot even be read (encrypted footer)");
+  // 2. Ingest over HTTP into the encrypted landing zone.
+  const kms = await dataDirKms({}, data);
+  const zone = await LandingZone.open(join(data, "landing"), await kms.client(), DEFAULT_MASTER_KEYS.landing);
+  const token = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0"))
+    .join("");
+  const stop = new AbortController();
+  const server = await startIngestServer({
+    sink: zone,
+    clients: { [token]: "demo-app" },
+    maxBodyBytes: 64 * 1024 * 1024,
+    port: 0,
+    signal: stop.signal,
+  });
+  const base = `http://127.0.0.1:${server.addr.port}/fhir`;
+  let accepted = 0;
+  for await (const e of Deno.readDir(gen)) {
+    if (!e.name.endsWith(".ndjson")) continue;
+    const res = await fetch(`${base}/$import`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/fhir+ndjson" },
+      body: await Deno.readFile(join(gen, e.name)),
+    });
+    const outcome = await res.json();
+    const m = /accepted (\d+), rejected (\d+)/.exec(outcome.issue?.[0]?.diagnostics ?? "");
+    accepted += Number(m?.[1] ?? 0);
+    if (!res.ok || Number(m?.[2] ?? 0) > 0) console.log(`   ${e.name}: HTTP ${res.status} ${m?.[0] ?? ""}`);
   }
-  const dietitian = join(work, "dietitian.parquet");
-  const r1 = await transcodeFile(out, dietitian, { keyRetriever: retriever(["footer", "clinical"]) }, {});
+  stop.abort();
+  await server.finished;
+  await zone.close({ seal: true });
   console.log(
-    `dietitian (footer + clinical keys): reads ${r1.columns.join(", ")}; cannot read ${
-      r1.skippedColumns.join(", ")
-    }`,
+    `2. ingested ${accepted} resources over HTTP into ${join(data, "landing")} (encrypted segments)`,
   );
-  const admin = join(work, "admin.parquet");
-  const r2 = await transcodeFile(
-    out,
-    admin,
-    { keyRetriever: retriever(["footer", "identity", "clinical"]) },
-    {},
-  );
-  console.log(`administrator (all keys): reads ${r2.columns.length} columns, ${r2.rows} rows`);
 
-  const rotated = { footer: key(), identity: key(), clinical: key() };
-  const rekeyed = join(lake, "demo", "food_log.rekeyed.parquet");
-  await transcodeFile(out, rekeyed, { keyRetriever: retriever(["footer", "identity", "clinical"]) }, {
-    encryption: {
-      footerKey: rotated.footer,
-      columnKeys: {
-        patient_id: { key: rotated.identity },
-        patient_name: { key: rotated.identity },
-        kcal: { key: rotated.clinical },
-        protein_g: { key: rotated.clinical },
-      },
-      algorithm: "AES_GCM_CTR_V1",
+  // 3. Convert the landing zone into the encrypted lake.
+  await convertCommand(["--data", data]);
+  const manifest = await readManifest(join(data, "lake"));
+  const byView = new Map<string, number>();
+  for (const f of manifest.files) byView.set(f.view, (byView.get(f.view) ?? 0) + f.rows);
+  console.log(`3. lake ${join(data, "lake")}: ${[...byView].map(([v, n]) => `${v} ${n} rows`).join(", ")}`);
+
+  // 4. A dietitian's view: every master key except direct identifiers.
+  const denyIdentity = (inner: KmsClient): KmsClient => ({
+    wrapKey: (k, id) => inner.wrapKey(k, id),
+    unwrapKey: (w, id) => {
+      if (id === DEFAULT_MASTER_KEYS["direct-identifier"]) {
+        return Promise.reject(
+          new KmsAccessDeniedError(`dietitian may not use master key ${id}`, { masterKeyId: id }),
+        );
+      }
+      return inner.unwrapKey(w, id);
     },
   });
-  const check = await transcodeFile(rekeyed, join(work, "check.parquet"), {
-    footerKey: rotated.footer,
-    columnKeys: {
-      patient_id: rotated.identity,
-      patient_name: rotated.identity,
-      kcal: rotated.clinical,
-      protein_g: rotated.clinical,
-    },
-  }, {});
-  console.log(
-    `re-keyed to fresh keys and AES_GCM_CTR_V1: ${rekeyed} (${check.rows} rows readable with the new keys)`,
-  );
+  const dietitian = new CryptoFactory(async () => denyIdentity(await kms.client()));
+  const patientsFile = manifest.files.find((f) => f.view === "patients");
+  if (patientsFile) {
+    const r = await decryptFileWithKms(
+      dietitian,
+      {},
+      join(data, "lake", patientsFile.path),
+      join(work, "dietitian.parquet"),
+    );
+    console.log(
+      `4. dietitian reads patients: ${r.columns.join(", ")}; not readable: ${r.skippedColumns.join(", ")}`,
+    );
+  }
 } finally {
   await Deno.remove(work, { recursive: true });
 }
