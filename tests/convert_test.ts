@@ -8,6 +8,7 @@
  * @module
  */
 
+import { DedupeIndex } from "../fhir/convert/dedupe.ts";
 import assert from "node:assert";
 import { join, relative } from "node:path";
 import * as arrow from "apache-arrow";
@@ -312,4 +313,18 @@ Deno.test("loadProjectViews: a column without a sensitivity class is an error", 
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("dedupe: a re-upload stamped in the same millisecond as its original loses on versionId", () => {
+  const index = new DedupeIndex();
+  const identifier = "https://fhir-pme.example/identifier/log-entry|e-1";
+  // The original (id sorting last) was written first: smaller server versionId, same lastUpdated.
+  index.add({ id: "ffffffff", lastUpdatedMs: 1000, versionId: "1700000000000001", identifier }, 0, 0);
+  index.add({ id: "00000000", lastUpdatedMs: 1000, versionId: "1700000000000002", identifier }, 0, 1);
+  // Later the original is marked entered-in-error (a newer version of the same id).
+  index.add({ id: "ffffffff", lastUpdatedMs: 2000, versionId: "1700000000000003", identifier }, 0, 2);
+  index.finish();
+  assert.strictEqual(index.isWinner("ffffffff", 0, 2), true, "the original's latest version must win");
+  assert.strictEqual(index.isWinner("00000000", 0, 1), false, "the re-upload must be dropped");
+  assert.strictEqual(index.isWinner("ffffffff", 0, 0), false);
 });

@@ -11,7 +11,8 @@
  *   wins, ties broken by the numerically greatest `versionId`; an identical tie (the same line delivered
  *   twice) keeps the first occurrence.
  * - **Re-uploads**: resources with the same log-entry identifier (`system|value`) but different ids are one
- *   app entry; the id created first (earliest `lastUpdated` over its versions; ties: smallest id) wins and
+ *   app entry; the id created first (earliest `lastUpdated` over its versions; ties: smaller numeric
+ *   `versionId` of that first version, then smallest id) wins and
  *   its latest version is used. So an entry whose original was later marked entered-in-error stays
  *   deleted even if a re-uploaded copy exists.
  *
@@ -30,6 +31,8 @@ interface Entry {
   input: number;
   line: number;
   created: number;
+  /** Numeric versionId of the earliest version (NaN when not numeric). */
+  createdVer: number;
   identifier?: string;
 }
 
@@ -75,6 +78,19 @@ function newer(a: { lu: number; ver: number; verText: string }, b: Entry): boole
 }
 
 /** The winners of one resource type. */
+/** Whether the id `id` (entry `e`) was created before the current group winner `g`. */
+function earlier(
+  e: { created: number; createdVer: number },
+  id: string,
+  g: { id: string; created: number; createdVer: number },
+): boolean {
+  if (e.created !== g.created) return e.created < g.created;
+  const ev = Number.isFinite(e.createdVer) ? e.createdVer : Infinity;
+  const gv = Number.isFinite(g.createdVer) ? g.createdVer : Infinity;
+  if (ev !== gv) return ev < gv;
+  return id < g.id;
+}
+
 export class DedupeIndex {
   #ids = new Map<string, Entry>();
   #lines = 0;
@@ -87,11 +103,21 @@ export class DedupeIndex {
     const cand = { lu: key.lastUpdatedMs, ver: Number(key.versionId), verText: key.versionId };
     const cur = this.#ids.get(key.id);
     if (!cur) {
-      this.#ids.set(key.id, { ...cand, input, line, created: cand.lu, identifier: key.identifier });
+      this.#ids.set(key.id, {
+        ...cand,
+        input,
+        line,
+        created: cand.lu,
+        createdVer: cand.ver,
+        identifier: key.identifier,
+      });
       return;
     }
     this.#superseded++;
-    if (cand.lu < cur.created) cur.created = cand.lu;
+    if (cand.lu < cur.created || (cand.lu === cur.created && cand.ver < cur.createdVer)) {
+      cur.created = cand.lu;
+      cur.createdVer = cand.ver;
+    }
     if (newer(cand, cur)) {
       cur.lu = cand.lu;
       cur.ver = cand.ver;
@@ -102,19 +128,24 @@ export class DedupeIndex {
     }
   }
 
-  /** Ends pass 1: resolves re-uploads. */
+  /**
+   * Ends pass 1: resolves re-uploads. The id created first wins: earliest `lastUpdated` of its first
+   * version, then the smaller numeric `versionId` of that version (the ingest server's versionIds grow
+   * with every write, so they order resources stamped in the same millisecond), then the smaller id.
+   */
   finish(): void {
-    const groups = new Map<string, { id: string; created: number }>();
+    const groups = new Map<string, { id: string; created: number; createdVer: number }>();
     const dropped = new Set<string>();
     for (const [id, e] of this.#ids) {
       if (e.identifier === undefined) continue;
       const g = groups.get(e.identifier);
       if (!g) {
-        groups.set(e.identifier, { id, created: e.created });
-      } else if (e.created < g.created || (e.created === g.created && id < g.id)) {
+        groups.set(e.identifier, { id, created: e.created, createdVer: e.createdVer });
+      } else if (earlier(e, id, g)) {
         dropped.add(g.id);
         g.id = id;
         g.created = e.created;
+        g.createdVer = e.createdVer;
       } else {
         dropped.add(id);
       }

@@ -1,0 +1,303 @@
+/**
+ * FHIR pipeline throughput: ingest over HTTP (`$import` NDJSON in MB/s and resources/s; single POSTs from
+ * 4 concurrent clients for a bounded time, resources/s) into the `serve` subprocess, and conversion of
+ * the landing zone into encrypted Parquet (food-log Observations/s), compared in the same run with
+ * DuckDB flattening the same `Observation.ndjson` with `read_json` + SQL (same columns, same dedupe,
+ * entered-in-error dropped, partitioned by date) into plaintext zstd Parquet.
+ *
+ * `deno task bench:fhir [--patients 300] [--days 30] [--post-seconds 10] [--keep DIR]`
+ *
+ * Prints counts and rates only, never resource content.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { join } from "node:path";
+import { cpus } from "node:os";
+import { DuckDBInstance } from "@duckdb/node-api";
+import { generate, GENERATED_RESOURCE_TYPES } from "../fhir/generator.ts";
+import { convertCommand } from "../cli/convert.ts";
+import { type Manifest, MANIFEST_FILE } from "../fhir/convert/mod.ts";
+
+const TOKEN = "fhir-bench-token-0123456789abcdef";
+const AUTH = { authorization: `Bearer ${TOKEN}` };
+const LOINC = "http://loinc.org";
+const DIET_LOG = "https://fhir-pme.example/CodeSystem/diet-log";
+const LOG_ENTRY = "https://fhir-pme.example/identifier/log-entry";
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** Starts `cli serve` as a subprocess and waits until it answers. */
+async function startServer(
+  data: string,
+  clients: string,
+): Promise<{ base: string; child: Deno.ChildProcess }> {
+  const port = freePort();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-all",
+      join(import.meta.dirname!, "..", "cli", "main.ts"),
+      "serve",
+      "--data",
+      data,
+      "--port",
+      String(port),
+      "--clients",
+      clients,
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  const base = `http://127.0.0.1:${port}/fhir`;
+  for (let i = 0; i < 600; i++) {
+    try {
+      const r = await fetch(`${base}/metadata`);
+      await r.body?.cancel();
+      if (r.ok) return { base, child };
+    } catch {
+      // not yet listening
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  child.kill("SIGKILL");
+  throw new Error("serve did not start");
+}
+
+async function stopServer(child: Deno.ChildProcess): Promise<void> {
+  child.kill("SIGTERM");
+  const st = await child.status;
+  if (st.code !== 0) throw new Error(`serve exited with ${st.code}`);
+}
+
+/** Splits NDJSON bytes at line boundaries into chunks of about `size` bytes. */
+function chunks(bytes: Uint8Array<ArrayBuffer>, size: number): Uint8Array<ArrayBuffer>[] {
+  const out: Uint8Array<ArrayBuffer>[] = [];
+  let start = 0;
+  while (start < bytes.length) {
+    let end = Math.min(start + size, bytes.length);
+    while (end < bytes.length && bytes[end - 1] !== 0x0a) end++;
+    out.push(bytes.subarray(start, end));
+    start = end;
+  }
+  return out;
+}
+
+function fmt(n: number, digits = 0): string {
+  return n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
+}
+
+function sqlString(s: string): string {
+  return `'${s.replaceAll("'", "''")}'`;
+}
+
+/** The first component whose code has `system|code`. */
+function comp(system: string, code: string): string {
+  return `list_filter(component, c -> len(list_filter(c.code.coding, k -> k.system = ${sqlString(system)} ` +
+    `AND k.code = ${sqlString(code)})) > 0)[1]`;
+}
+
+/** DuckDB: the food_log view of `ndjson` with PROFILE.md §6 dedupe, as zstd Parquet partitioned by date. */
+function duckdbFoodLogSql(ndjson: string, outDir: string): string {
+  const columns = `{
+    id: 'VARCHAR',
+    meta: 'STRUCT(versionId VARCHAR, lastUpdated VARCHAR)',
+    identifier: 'STRUCT(system VARCHAR, value VARCHAR)[]',
+    status: 'VARCHAR',
+    code: 'STRUCT(coding STRUCT(system VARCHAR, code VARCHAR)[])',
+    subject: 'STRUCT(reference VARCHAR)',
+    basedOn: 'STRUCT(reference VARCHAR)[]',
+    effectiveDateTime: 'VARCHAR',
+    valueQuantity: 'STRUCT(value DOUBLE)',
+    component: 'STRUCT(code STRUCT(coding STRUCT(system VARCHAR, code VARCHAR)[]), valueQuantity STRUCT(value DOUBLE, code VARCHAR), valueCodeableConcept STRUCT(coding STRUCT(system VARCHAR, code VARCHAR)[], text VARCHAR))[]'
+  }`;
+  return `COPY (
+    WITH src AS (
+      SELECT * FROM read_json(${sqlString(ndjson)}, format = 'newline_delimited', columns = ${columns})
+    ), latest AS (
+      SELECT *, min(meta.lastUpdated::TIMESTAMPTZ) OVER (PARTITION BY id) AS created,
+        list_filter(identifier, i -> i.system = ${sqlString(LOG_ENTRY)})[1].value AS log_entry_id
+      FROM src
+      QUALIFY row_number() OVER (PARTITION BY id
+        ORDER BY meta.lastUpdated::TIMESTAMPTZ DESC, TRY_CAST(meta.versionId AS BIGINT) DESC) = 1
+    ), entries AS (
+      SELECT * FROM latest
+      QUALIFY row_number() OVER (PARTITION BY coalesce(log_entry_id, id) ORDER BY created, id) = 1
+    )
+    SELECT
+      id AS entry_id,
+      replace(subject.reference, 'Patient/', '') AS patient_id,
+      log_entry_id,
+      effectiveDateTime AS time,
+      list_filter(${comp(DIET_LOG, "meal")}.valueCodeableConcept.coding,
+        k -> k.system = 'https://fhir-pme.example/CodeSystem/meal')[1].code AS meal,
+      ${comp(DIET_LOG, "food-item")}.valueCodeableConcept.text AS item,
+      list_filter(${comp(DIET_LOG, "food-item")}.valueCodeableConcept.coding,
+        k -> k.system = 'https://fhir-pme.example/CodeSystem/food')[1].code AS item_code,
+      ${comp(DIET_LOG, "portion")}.valueQuantity.value AS portion,
+      ${comp(DIET_LOG, "portion")}.valueQuantity.code AS portion_unit,
+      valueQuantity.value AS kcal,
+      ${comp(LOINC, "9079-5")}.valueQuantity.value AS protein_g,
+      ${comp(LOINC, "9059-7")}.valueQuantity.value AS carbohydrate_g,
+      ${comp(LOINC, "9066-2")}.valueQuantity.value AS fat_g,
+      status,
+      replace(basedOn[1].reference, 'NutritionOrder/', '') AS nutrition_order_id,
+      meta.versionId AS version_id,
+      meta.lastUpdated AS last_updated,
+      substr(effectiveDateTime, 1, 10) AS date
+    FROM entries
+    WHERE len(list_filter(code.coding, k -> k.system = '${LOINC}' AND k.code = '9052-2')) > 0
+      AND status IN ('final', 'amended', 'corrected')
+  ) TO ${sqlString(outDir)} (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (date), OVERWRITE_OR_IGNORE)`;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      patients: { type: "string", default: "300" },
+      days: { type: "string", default: "30" },
+      "post-seconds": { type: "string", default: "10" },
+      keep: { type: "string" },
+    },
+  });
+  const root = values.keep ?? await Deno.makeTempDir({ prefix: "fhir-bench-" });
+  await Deno.mkdir(root, { recursive: true });
+  try {
+    const gen = join(root, "gen");
+    const data = join(root, "data");
+    const clients = join(root, "clients.json");
+    await Deno.writeTextFile(clients, JSON.stringify({ [TOKEN]: "bench" }));
+    console.log(`cpus: ${cpus().length}; ${values.patients} patients × ${values.days} days`);
+
+    let t0 = performance.now();
+    const summary = await generate({
+      patients: Number(values.patients),
+      days: Number(values.days),
+      seed: "fhir-bench",
+      outDir: gen,
+    });
+    console.log(
+      `generate: ${fmt(summary.foodEntries)} food entries in ${fmt((performance.now() - t0) / 1000, 1)} s`,
+    );
+
+    // 1. $import of every type, in ≈16 MB requests.
+    let server = await startServer(data, clients);
+    let bytes = 0;
+    let resources = 0;
+    t0 = performance.now();
+    for (const type of GENERATED_RESOURCE_TYPES) {
+      const body = await Deno.readFile(join(gen, `${type}.ndjson`));
+      for (const chunk of chunks(body, 16 * 1024 * 1024)) {
+        const r = await fetch(`${server.base}/$import`, {
+          method: "POST",
+          headers: { ...AUTH, "content-type": "application/fhir+ndjson" },
+          body: chunk,
+        });
+        await r.body?.cancel();
+        if (r.status !== 200 || r.headers.get("x-rejected-count") !== "0") {
+          throw new Error(`$import ${type}: HTTP ${r.status}, rejected ${r.headers.get("x-rejected-count")}`);
+        }
+        resources += Number(r.headers.get("x-accepted-count"));
+        bytes += chunk.length;
+      }
+    }
+    const importSec = (performance.now() - t0) / 1000;
+    await stopServer(server.child);
+    console.log(
+      `ingest $import: ${fmt(resources)} resources, ${fmt(bytes / 1e6, 1)} MB in ${fmt(importSec, 2)} s → ` +
+        `${fmt(resources / importSec)} resources/s, ${fmt(bytes / 1e6 / importSec, 1)} MB/s`,
+    );
+
+    // 2. Conversion of the landing zone (in process, as `cli convert`).
+    t0 = performance.now();
+    const code = await convertCommand(["--data", data]);
+    const convertSec = (performance.now() - t0) / 1000;
+    if (code !== 0) throw new Error(`convert exited with ${code}`);
+    const manifest = JSON.parse(await Deno.readTextFile(join(data, "lake", MANIFEST_FILE))) as Manifest;
+    const foodRows = manifest.files.filter((f) => f.view === "food_log").reduce((n, f) => n + f.rows, 0);
+    const foodObs = summary.foodEntries + summary.reuploads + summary.enteredInError + summary.redelivered;
+    console.log(
+      `convert: ${fmt(foodRows)} food_log rows (${fmt(foodObs)} food-log Observation lines) in ` +
+        `${fmt(convertSec, 2)} s → ${fmt(foodObs / convertSec)} food-log Observations/s`,
+    );
+
+    // 3. Single POSTs, 4 concurrent clients, bounded time, into a fresh data folder.
+    const postData = join(root, "post-data");
+    server = await startServer(postData, clients);
+    const obsLines = new TextDecoder().decode(await Deno.readFile(join(gen, "Observation.ndjson")))
+      .split("\n").filter((l) => l);
+    const postMs = Number(values["post-seconds"]) * 1000;
+    let posted = 0;
+    let next = 0;
+    t0 = performance.now();
+    const worker = async () => {
+      while (performance.now() - t0 < postMs) {
+        const { id: _id, meta: _meta, ...rest } = JSON.parse(obsLines[next++ % obsLines.length]);
+        const r = await fetch(`${server.base}/Observation`, {
+          method: "POST",
+          headers: { ...AUTH, "content-type": "application/fhir+json", prefer: "return=minimal" },
+          body: JSON.stringify(rest),
+        });
+        await r.body?.cancel();
+        if (r.status !== 201) throw new Error(`POST Observation: HTTP ${r.status}`);
+        posted++;
+      }
+    };
+    await Promise.all([worker(), worker(), worker(), worker()]);
+    const postSec = (performance.now() - t0) / 1000;
+    await stopServer(server.child);
+    console.log(
+      `ingest POST (4 clients): ${fmt(posted)} resources in ${fmt(postSec, 1)} s → ` +
+        `${fmt(posted / postSec)} resources/s`,
+    );
+
+    // 4. DuckDB baseline on the same Observation.ndjson.
+    const instance = await DuckDBInstance.create(":memory:");
+    let duckRows = 0;
+    let duckSec = 0;
+    try {
+      const conn = await instance.connect();
+      try {
+        const out = join(root, "duckdb_food_log");
+        t0 = performance.now();
+        await conn.run(duckdbFoodLogSql(join(gen, "Observation.ndjson"), out));
+        duckSec = (performance.now() - t0) / 1000;
+        const reader = await conn.runAndReadAll(
+          `SELECT count(*)::INTEGER AS n FROM read_parquet(${sqlString(join(out, "**", "*.parquet"))})`,
+        );
+        duckRows = Number(reader.getRowObjectsJS()[0].n);
+      } finally {
+        conn.disconnectSync();
+      }
+    } finally {
+      instance.closeSync();
+    }
+    console.log(
+      `duckdb read_json → zstd Parquet: ${fmt(duckRows)} food_log rows in ${fmt(duckSec, 2)} s → ` +
+        `${fmt(foodObs / duckSec)} food-log Observations/s`,
+    );
+    if (duckRows !== foodRows) console.log(`note: row counts differ (ours ${foodRows}, duckdb ${duckRows})`);
+
+    const e2eSec = importSec * (foodObs / resources) + convertSec;
+    console.log(
+      `\nratio ours/DuckDB (food-log Observations/s):\n` +
+        `  conversion only (landing → encrypted Parquet):          ${fmt(duckSec / convertSec, 2)}\n` +
+        `  end to end ($import share of Observations + conversion): ${fmt(duckSec / e2eSec, 2)}\n` +
+        `  end to end (all $import + conversion):                   ${
+          fmt(duckSec / (importSec + convertSec), 2)
+        }\n  goal: ≥ 0.5 end to end including encryption`,
+    );
+  } finally {
+    if (!values.keep) await Deno.remove(root, { recursive: true });
+  }
+}
+
+if (import.meta.main) await main();
