@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { generate } from "../fhir/generator.ts";
+import { generatedResources } from "./fixtures/generated.ts";
 import {
   httpStatusForIssues,
   type Issue,
@@ -18,25 +18,12 @@ import { DEFAULT_ALLOWED_RESOURCE_TYPES, LOINC, SYSTEMS } from "../fhir/profile.
 type Obj = Record<string, unknown>;
 
 const loadMs = loadValidator();
-const dir = await Deno.makeTempDir({ prefix: "fhir_validate_test_" });
-await generate({ patients: 12, days: 10, seed: "validate-test", outDir: dir, enteredInErrorRate: 0.05 });
-const generated: Record<string, Obj[]> = {};
-for (
-  const type of [
-    "Organization",
-    "Practitioner",
-    "PractitionerRole",
-    "Patient",
-    "CareTeam",
-    "NutritionOrder",
-    "Observation",
-  ]
-) {
-  generated[type] = (await Deno.readTextFile(`${dir}/${type}.ndjson`)).split("\n").filter(Boolean).map((l) =>
-    JSON.parse(l)
-  );
-}
-await Deno.remove(dir, { recursive: true });
+const generated = await generatedResources({
+  patients: 12,
+  days: 10,
+  seed: "validate-test",
+  enteredInErrorRate: 0.05,
+});
 
 function hasCode(r: Obj, code: string): boolean {
   return JSON.stringify(r.code).includes(`"${code}"`);

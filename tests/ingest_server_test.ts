@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { generate } from "../fhir/generator.ts";
+import { generatedResources } from "./fixtures/generated.ts";
 import { loadValidator } from "../fhir/validate.ts";
 import { createIngestHandler, MemorySink, splitLines, startIngestServer } from "../fhir/server/mod.ts";
 
@@ -12,25 +12,7 @@ type Obj = Record<string, unknown>;
 type OO = { resourceType: string; issue: { severity: string; code: string; expression?: string[] }[] };
 
 loadValidator();
-const dir = await Deno.makeTempDir({ prefix: "ingest_server_test_" });
-await generate({ patients: 4, days: 3, seed: "ingest-server-test", outDir: dir });
-const gen: Record<string, Obj[]> = {};
-for (
-  const t of [
-    "Organization",
-    "Practitioner",
-    "PractitionerRole",
-    "Patient",
-    "CareTeam",
-    "NutritionOrder",
-    "Observation",
-  ]
-) {
-  gen[t] = (await Deno.readTextFile(`${dir}/${t}.ndjson`)).split("\n").filter(Boolean).map((l) =>
-    JSON.parse(l)
-  );
-}
-await Deno.remove(dir, { recursive: true });
+const gen = await generatedResources({ patients: 4, days: 3, seed: "ingest-server-test" });
 
 const TOKEN = "test-token-app-0123456789";
 const OBS_ONLY = "test-token-obs-only-0123456789";
