@@ -6,9 +6,8 @@
  */
 
 import { parseArgs } from "node:util";
-import { Buffer } from "node:buffer";
 import { type KeystoreKeyInfo, LocalKeystore } from "../kms/local_keystore.ts";
-import { UsageError } from "./keys.ts";
+import { parseKeyBytes, UsageError } from "./keys.ts";
 import { KMS_OPS_USAGE, kmsOpsCommand } from "./kms_ops.ts";
 
 /** Usage text of the kms commands. */
@@ -30,31 +29,6 @@ function positionals(args: string[], names: string[], command: string): string[]
     );
   }
   return args;
-}
-
-/** Parses `--key`: 32/48/64 hex digits or `base64:B64`. */
-function parseMasterKey(value: string): Uint8Array {
-  let key: Uint8Array;
-  if (value.startsWith("base64:")) {
-    const b64 = value.slice(7);
-    if (!/^[A-Za-z0-9+/]+={0,2}$/.test(b64) || b64.length % 4 !== 0) {
-      throw new UsageError("--key: the base64 key is not valid base64");
-    }
-    key = new Uint8Array(Buffer.from(b64, "base64"));
-  } else {
-    if (!/^[0-9a-fA-F]*$/.test(value)) {
-      throw new UsageError("--key: the key is not hexadecimal (or prefix it with base64:)");
-    }
-    if (![32, 48, 64].includes(value.length)) {
-      throw new UsageError(`--key: a hex key has 32, 48 or 64 digits, got ${value.length}`);
-    }
-    key = new Uint8Array(Buffer.from(value, "hex"));
-  }
-  if (![16, 24, 32].includes(key.length)) {
-    key.fill(0);
-    throw new UsageError(`--key: master keys are 16, 24 or 32 bytes, got ${key.length}`);
-  }
-  return key;
 }
 
 /** `1-3,5` for versions [1,2,3,5]. */
@@ -132,7 +106,7 @@ export async function kmsCommand(argv: string[]): Promise<number> {
         options: { key: { type: "string" } },
       });
       const [path, id] = positionals(p, ["KEYSTORE", "ID"], "add");
-      const key = values.key === undefined ? undefined : parseMasterKey(values.key);
+      const key = values.key === undefined ? undefined : parseKeyBytes(values.key, "--key");
       try {
         await withKeystore(path, (ks) => ks.addKey(id, key));
       } finally {

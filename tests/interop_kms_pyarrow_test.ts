@@ -39,7 +39,7 @@ import { vaultKmsClientFactory } from "../kms/vault.ts";
 import { openParquetFile } from "../pme/mod.ts";
 import { assertSameRows } from "./fixtures/compare.ts";
 import { duckdbInputs, type InputFile, parquetWasmInputs } from "./fixtures/inputs.ts";
-import { PYTHON } from "./fixtures/pyarrow.ts";
+import { pyarrowTool, PYTHON } from "./fixtures/pyarrow.ts";
 import { withTempDir } from "./fixtures/tmp.ts";
 import { startVaultDouble, type TransitOp } from "./fixtures/vault_double.ts";
 
@@ -109,18 +109,8 @@ interface RotateResult {
 }
 
 /** Runs the Python peer; throws with its one-line error on failure. */
-async function py<T>(args: string[]): Promise<T> {
-  const out = await new Deno.Command(PYTHON, {
-    args: ["-B", TOOL, ...args],
-    stdout: "piped",
-    stderr: "piped",
-    env: { PYTHONDONTWRITEBYTECODE: "1" },
-  }).output();
-  const td = new TextDecoder();
-  if (out.code !== 0) {
-    throw new Error(`pyarrow_kms.py ${args[0]} failed (exit ${out.code}): ${td.decode(out.stderr).trim()}`);
-  }
-  return JSON.parse(td.decode(out.stdout)) as T;
+function py<T>(args: string[]): Promise<T> {
+  return pyarrowTool<T>(args, TOOL);
 }
 
 /** One KMS both sides talk to. */

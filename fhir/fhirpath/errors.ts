@@ -13,12 +13,9 @@ export class FhirPathError extends Error {
   }
 }
 
-/**
- * The expression text is not valid FHIRPath (or uses syntax outside the supported subset).
- * `position` is the 0-based character offset in `expression` where the problem was found.
- */
-export class FhirPathSyntaxError extends FhirPathError {
-  /** 0-based offset of the offending character or token. */
+/** An error located in an expression: `position` is the 0-based character offset in `expression`. */
+export abstract class FhirPathPositionedError extends FhirPathError {
+  /** 0-based offset of the offending character, token or construct. */
   readonly position: number;
   /** The whole expression text. */
   readonly expression: string;
@@ -32,26 +29,15 @@ export class FhirPathSyntaxError extends FhirPathError {
     this.position = position;
   }
 }
+
+/** The expression text is not valid FHIRPath (or uses syntax outside the supported subset). */
+export class FhirPathSyntaxError extends FhirPathPositionedError {}
 
 /**
  * The expression parsed but cannot be compiled: an unknown function, a wrong number of arguments, an
- * undefined `%constant`, an unsupported type name. `position` is the 0-based offset of the construct.
+ * undefined `%constant`, an unsupported type name.
  */
-export class FhirPathCompileError extends FhirPathError {
-  /** 0-based offset of the construct at fault. */
-  readonly position: number;
-  /** The whole expression text. */
-  readonly expression: string;
-  /** What is wrong, without the position. */
-  readonly what: string;
-
-  constructor(what: string, expression: string, position: number) {
-    super(`${what} at position ${position} in ${JSON.stringify(expression)}`);
-    this.what = what;
-    this.expression = expression;
-    this.position = position;
-  }
-}
+export class FhirPathCompileError extends FhirPathPositionedError {}
 
 /**
  * Evaluation failed on some input: e.g. an operator that needs a single item got several, or two
