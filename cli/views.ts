@@ -1,11 +1,12 @@
 /**
  * `views` commands: SQL on FHIR v2 ViewDefinitions (`fhir/views/`).
  *
- * `views test DIR --report FILE [--strict]` runs a conformance test-suite folder (the specification's
+ * `views test DIR --report FILE [--strict] [--engine js|closures]` runs a conformance test-suite folder (the specification's
  * `tests/*.json`), writes the standard test report JSON to FILE, prints one line per failed test
  * (`FAIL file :: test name: reason`) and finally `N passed, N failed`. The exit status is 0 when the run
  * itself worked, even with failed tests (some tests are known to be unsupported); with `--strict` any
- * failed test makes it 1.
+ * failed test makes it 1. `--engine` picks the FHIRPath engine (default `js`, generated code; `closures`
+ * the closure trees — both must pass the same tests).
  *
  * @module
  */
@@ -16,10 +17,12 @@ import { UsageError } from "./keys.ts";
 
 /** Usage text of the views commands. */
 export const VIEWS_USAGE = `Usage: deno task cli views <command>
-  test DIR --report FILE [--strict]      run a SQL on FHIR v2 test-suite folder (*.json test files),
+  test DIR --report FILE [--strict] [--engine js|closures]
+                                         run a SQL on FHIR v2 test-suite folder (*.json test files),
                                          write the standard test report JSON to FILE, print each
                                          failure and "N passed, N failed"; exit 0 when the run worked,
-                                         or 1 with --strict when any test failed`;
+                                         or 1 with --strict when any test failed; --engine picks the
+                                         FHIRPath engine (default js: generated code)`;
 
 /** One line, whatever the reason text contains. */
 function oneLine(s: string): string {
@@ -32,6 +35,7 @@ async function testCommand(args: string[]): Promise<number> {
     options: {
       report: { type: "string" },
       strict: { type: "boolean", default: false },
+      engine: { type: "string", default: "js" },
     },
     allowPositionals: true,
     strict: true,
@@ -42,7 +46,10 @@ async function testCommand(args: string[]): Promise<number> {
   if (values.report === undefined || values.report === "") {
     throw new UsageError("views test needs --report FILE (where to write the test report JSON)");
   }
-  const run = await runTestSuite(positionals[0]);
+  if (values.engine !== "js" && values.engine !== "closures") {
+    throw new UsageError(`--engine must be js or closures, got ${values.engine}`);
+  }
+  const run = await runTestSuite(positionals[0], { engine: values.engine });
   await Deno.writeTextFile(values.report, `${JSON.stringify(run.report, null, 2)}\n`);
   for (const f of run.failures) console.log(`FAIL ${f.file} :: ${f.name}: ${oneLine(f.reason)}`);
   console.log(`${run.passed} passed, ${run.failed} failed`);

@@ -1,6 +1,7 @@
 /**
  * The FHIRPath compiler: text → AST (parser) → a tree of JavaScript closures, built once per
- * expression. Evaluating a compiled expression walks no AST and parses nothing: each node became a
+ * expression, and by default → one generated JavaScript function (`codegen.ts`) that computes the same
+ * thing faster, with the closures as its fallbacks. Evaluating a compiled expression walks no AST and parses nothing: each node became a
  * closure specialised at compile time (literals and constants are pre-built collections, function
  * names are resolved to their implementation, `x.ofType(T)` after a navigation step is fused into a
  * direct read of the key `x<T>`).
@@ -35,6 +36,7 @@ import {
   xor,
 } from "./operators.ts";
 import { parseFhirPath } from "./parser.ts";
+import { generateFhirPath } from "./codegen.ts";
 import { matchesType, type ResolvedType } from "./types.ts";
 import { bool, type Collection, describeType, EMPTY, FALSE, FpDecimal, FpTemporal, TRUE } from "./values.ts";
 
@@ -57,14 +59,22 @@ export interface CompileOptions {
    * Referencing a name that is neither a constant nor a built-in variable is a compile error.
    */
   constants?: Readonly<Record<string, unknown>>;
+  /**
+   * How the expression runs: `"js"` (default) generates one JavaScript function for it (`codegen.ts`);
+   * `"closures"` keeps the closure tree. Both give the same values and errors; the generated code is
+   * several times faster on navigation, `where` and boolean logic.
+   */
+  engine?: "js" | "closures";
 }
 
 /** A compiled expression. */
 export interface CompiledFhirPath {
   /** The source text. */
   readonly expression: string;
-  /** The closure: evaluates against `ctx.self`. For hot loops that manage their own context. */
+  /** The compiled function: evaluates against `ctx.self`. For hot loops that manage their own context. */
   readonly expr: Expr;
+  /** The generated JavaScript source (engine `"js"`), for inspection. */
+  readonly source?: string;
   /**
    * Evaluates against `focus` (an item, or an array as a collection). `resource` (default: the focus
    * item) is `%resource`; `rowIndex` (default 0) is `%rowIndex`. Throws FhirPathEvaluationError.
@@ -79,12 +89,14 @@ export function constantCollection(v: unknown): Collection {
   return [v];
 }
 
-function numberLiteral(text: string): number | FpDecimal {
+/** The value of a number literal: a number, or an {@link FpDecimal} when its text carries precision. */
+export function numberLiteral(text: string): number | FpDecimal {
   const n = Number(text);
   return text.includes(".") && String(n) !== text ? new FpDecimal(n, text) : n;
 }
 
-function temporalLiteral(text: string): FpTemporal {
+/** The value of a date/time literal (`@2020-01-01`, `@T12:00`), without the `@`. */
+export function temporalLiteral(text: string): FpTemporal {
   if (text.startsWith("T")) return new FpTemporal("time", text.slice(1));
   if (text.includes("T")) return new FpTemporal("dateTime", text.endsWith("T") ? text.slice(0, -1) : text);
   return new FpTemporal("date", text);
@@ -114,7 +126,8 @@ function memberSource(node: ExprNode): MemberSource | undefined {
   return undefined;
 }
 
-class Compiler implements FunctionCompiler {
+/** The closure compiler of one expression (also the fallback of the code generator). */
+export class Compiler implements FunctionCompiler {
   constructor(private readonly text: string, private readonly constants: Map<string, Collection>) {}
 
   fail(what: string, pos: number): never {
@@ -141,7 +154,8 @@ class Compiler implements FunctionCompiler {
     return this.chain(ms.source, typedMemberStep(ms.name, t));
   }
 
-  private call(node: CallNode): Step {
+  /** Compiles a function call into a step (arity checked). */
+  call(node: CallNode): Step {
     const spec = Object.hasOwn(FUNCTIONS, node.name) ? FUNCTIONS[node.name] : undefined;
     if (spec === undefined) this.fail(`unknown function ${node.name}()`, node.pos);
     const n = node.args.length;
@@ -156,6 +170,7 @@ class Compiler implements FunctionCompiler {
     return resolveTypeOrFail(spec, this, op);
   }
 
+  /** Compiles an expression node into a closure. */
   compile(node: ExprNode): Expr {
     switch (node.kind) {
       case "string": {
@@ -332,10 +347,16 @@ export function compileFhirPath(expression: string, options: CompileOptions = {}
   const ast = parseFhirPath(expression);
   const constants = new Map<string, Collection>();
   for (const [k, v] of Object.entries(options.constants ?? {})) constants.set(k, constantCollection(v));
-  const expr = new Compiler(expression, constants).compile(ast);
+  const compiler = new Compiler(expression, constants);
+  // The closure tree is always built: it validates the expression (compile errors with positions)
+  // and provides the fallbacks of the generated code.
+  const closures = compiler.compile(ast);
+  const generated = options.engine === "closures" ? undefined : generateFhirPath(ast, compiler, constants);
+  const expr = generated?.expr ?? closures;
   return {
     expression,
     expr,
+    source: generated?.source,
     evaluate(focus: unknown, env: { resource?: unknown; rowIndex?: number } = {}): unknown[] {
       const coll = constantCollection(focus);
       const ctx: EvalContext = newContext(

@@ -40,42 +40,63 @@ function pushChoice(node: Record<string, unknown>, name: string, out: unknown[])
   }
 }
 
+/** The choice values `name<Type>` of `node` (empty when it has none). */
+export function choiceValues(node: Record<string, unknown>, name: string): Collection {
+  const out: unknown[] = [];
+  pushChoice(node, name, out);
+  return out;
+}
+
+/** Drops `null` placeholders from a JSON array (the array itself when it has none). */
+export function withoutNulls(v: unknown[]): Collection {
+  return v.indexOf(null) < 0 ? v : v.filter((x) => x !== null);
+}
+
+/**
+ * `.name` applied to `input` (`name` does not start with `_`). With `typeName` (an upper-case name at
+ * the start of an expression) an item whose `resourceType` is `name` is selected itself.
+ */
+export function navigate(input: Collection, name: string, typeName: boolean): Collection {
+  if (input.length === 1) {
+    // The common case: one item in, the element's own array (or one value) out, no copy.
+    const item = input[0];
+    if (!isNode(item)) return EMPTY;
+    if (typeName && item.resourceType === name) return input;
+    const v = item[name];
+    if (v !== undefined) {
+      if (Array.isArray(v)) return withoutNulls(v);
+      return v === null ? EMPTY : [v];
+    }
+    return choiceValues(item, name);
+  }
+  if (input.length === 0) return EMPTY;
+  const out: unknown[] = [];
+  for (const item of input) {
+    if (!isNode(item)) continue;
+    if (typeName && item.resourceType === name) {
+      out.push(item);
+      continue;
+    }
+    const v = item[name];
+    if (v !== undefined) pushValue(v, out);
+    else pushChoice(item, name, out);
+  }
+  return out;
+}
+
+/** Whether `.name` at the start of an expression may select a resource by its type. */
+export function isTypeName(name: string, atRoot: boolean): boolean {
+  return atRoot && /^[A-Z]/.test(name);
+}
+
 /**
  * The `.name` step. With `atRoot` (a name at the start of an expression) an upper-case `name` equal to
  * an item's `resourceType` selects the item itself.
  */
 export function memberStep(name: string, atRoot: boolean): Step {
   if (name.startsWith("_")) return () => EMPTY;
-  const typeName = atRoot && /^[A-Z]/.test(name);
-  return (input: Collection): Collection => {
-    if (input.length === 1) {
-      // The common case: one item in, the element's own array (or one value) out, no copy.
-      const item = input[0];
-      if (!isNode(item)) return EMPTY;
-      if (typeName && item.resourceType === name) return input;
-      const v = item[name];
-      if (v !== undefined) {
-        if (Array.isArray(v)) return v.indexOf(null) < 0 ? v : v.filter((x) => x !== null);
-        return v === null ? EMPTY : [v];
-      }
-      const out: unknown[] = [];
-      pushChoice(item, name, out);
-      return out;
-    }
-    if (input.length === 0) return EMPTY;
-    const out: unknown[] = [];
-    for (const item of input) {
-      if (!isNode(item)) continue;
-      if (typeName && item.resourceType === name) {
-        out.push(item);
-        continue;
-      }
-      const v = item[name];
-      if (v !== undefined) pushValue(v, out);
-      else pushChoice(item, name, out);
-    }
-    return out;
-  };
+  const typeName = isTypeName(name, atRoot);
+  return (input: Collection): Collection => navigate(input, name, typeName);
 }
 
 /**

@@ -77,6 +77,11 @@ export interface CompileViewOptions {
    * is one item (string, number, boolean, `FpTemporal`, ...); an array is a collection.
    */
   constants?: Readonly<Record<string, unknown>>;
+  /**
+   * FHIRPath engine (see `compileFhirPath`): `"js"` (default) runs generated JavaScript, `"closures"`
+   * the closure trees. Both give identical rows and errors.
+   */
+  engine?: "js" | "closures";
 }
 
 /**
@@ -124,7 +129,11 @@ class ViewCompiler {
   private readonly slots = new Map<string, number>();
   private readonly constants: Record<string, unknown>;
 
-  constructor(private readonly view: ViewDefinition, extra: Readonly<Record<string, unknown>>) {
+  constructor(
+    private readonly view: ViewDefinition,
+    extra: Readonly<Record<string, unknown>>,
+    private readonly engine: "js" | "closures",
+  ) {
     const constants: Record<string, unknown> = {};
     for (const c of view.constant ?? []) constants[c.name] = constantValue(c);
     for (const name of Object.keys(extra)) {
@@ -140,7 +149,7 @@ class ViewCompiler {
   path(expression: string, location: string): Expr {
     let compiled: CompiledFhirPath;
     try {
-      compiled = compileFhirPath(expression, { constants: this.constants });
+      compiled = compileFhirPath(expression, { constants: this.constants, engine: this.engine });
     } catch (e) {
       if (e instanceof FhirPathError) throw new ViewDefinitionError(location, e.message, { cause: e });
       throw e;
@@ -314,7 +323,7 @@ export function compileView(view: unknown, options: CompileViewOptions = {}): Co
     path: column.path,
     location,
   }));
-  const compiler = new ViewCompiler(v, options.constants ?? {});
+  const compiler = new ViewCompiler(v, options.constants ?? {}, options.engine ?? "js");
   const root = compiler.select({ select: v.select }, "");
   const where = compiler.where();
   const resourceType = v.resource;

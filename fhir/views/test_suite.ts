@@ -112,12 +112,22 @@ export function compareRows(expected: Row[], actual: Row[]): string | undefined 
   return undefined;
 }
 
+/** Options of a suite run. */
+export interface SuiteOptions {
+  /** FHIRPath engine of the runner (default `"js"`, the generated code). */
+  engine?: "js" | "closures";
+}
+
 /** Runs one test on the file's resources. */
-export function runTestCase(resources: readonly unknown[], test: TestCase): TestResult {
+export function runTestCase(
+  resources: readonly unknown[],
+  test: TestCase,
+  options: SuiteOptions = {},
+): TestResult {
   let rows: Row[];
   let columnNames: string[];
   try {
-    const view = compileView(test.view);
+    const view = compileView(test.view, { engine: options.engine });
     columnNames = view.columns.map((c) => c.name);
     rows = [];
     for (const r of resources) for (const row of view.rows(r)) rows.push(row);
@@ -171,10 +181,10 @@ function checkFile(file: string, data: unknown): TestCaseFile {
 }
 
 /** Runs the tests of one parsed file and appends them to `run`. */
-export function runTestFile(file: string, data: unknown, run: SuiteRun): void {
+export function runTestFile(file: string, data: unknown, run: SuiteRun, options: SuiteOptions = {}): void {
   const tf = checkFile(file, data);
   const tests = tf.tests.map((t) => {
-    const result = runTestCase(tf.resources, t);
+    const result = runTestCase(tf.resources, t, options);
     if (result.passed) run.passed++;
     else {
       run.failed++;
@@ -190,7 +200,7 @@ export function runTestFile(file: string, data: unknown, run: SuiteRun): void {
  * Throws {@link TestSuiteFileError} for an unreadable or malformed file, `Deno.errors.NotFound` for a
  * missing folder.
  */
-export async function runTestSuite(dir: string): Promise<SuiteRun> {
+export async function runTestSuite(dir: string, options: SuiteOptions = {}): Promise<SuiteRun> {
   const files: string[] = [];
   for await (const e of Deno.readDir(dir)) {
     if (e.isFile && e.name.endsWith(".json")) files.push(e.name);
@@ -206,7 +216,7 @@ export async function runTestSuite(dir: string): Promise<SuiteRun> {
     } catch (e) {
       throw new TestSuiteFileError(f, `invalid JSON (${e instanceof Error ? e.message : String(e)})`);
     }
-    runTestFile(f, data, run);
+    runTestFile(f, data, run, options);
   }
   return run;
 }
