@@ -4,9 +4,11 @@
  * - MB/s of each operation, file to file and engine-only (into a discarding sink),
  * - the ratio to the WebCrypto AES-GCM ceiling (1 MiB encryptions back to back; goal ≥ 0.7),
  * - the time ratio against pyarrow writing and reading the same table encrypted with the same
- *   settings (uniform AES_GCM_V1, encrypted footer, same codec).
+ *   settings (uniform AES_GCM_V1, encrypted footer, same codec),
+ * - the per-file latency of small files (1 000 rows × 2 columns, footer key + two column keys, as
+ *   the conversion writes them): engine only, and memory → file with and without fsync.
  *
- * Usage: deno task bench [--mb 600] [--keep]
+ * Usage: deno task bench [--mb 600] [--keep] [--small-only] [--small-files 200]
  *
  * @module
  */
@@ -15,17 +17,116 @@ import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { existsSync } from "node:fs";
 import { DuckDBInstance } from "@duckdb/node-api";
-import { fileSource, NullSink, ParquetReader, transcode, transcodeFile } from "../pme/mod.ts";
+import * as arrow from "apache-arrow";
+import * as pw from "parquet-wasm";
+import {
+  bytesSource,
+  type EncryptionOptions,
+  fileSource,
+  NullSink,
+  ParquetReader,
+  transcode,
+  transcodeFile,
+} from "../pme/mod.ts";
+import { syncThresholds } from "../pme/cipher.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
-  options: { mb: { type: "string" }, keep: { type: "boolean" } },
+  options: {
+    mb: { type: "string" },
+    keep: { type: "boolean" },
+    "small-only": { type: "boolean" },
+    "small-files": { type: "string" },
+  },
 });
 const targetMb = Number(values.mb ?? 600);
 const dir = join(import.meta.dirname!, "..", ".cache", "bench");
 await Deno.mkdir(dir, { recursive: true });
-const input = join(dir, `input_${targetMb}mb.parquet`);
 const MB = 1e6;
+
+/**
+ * Small files: per-file milliseconds (median of 5 rounds of `n` files) for engine-only encryption,
+ * encryption from memory to a new file (as the conversion does, with and without fsync) and
+ * decryption file to file.
+ */
+async function smallFiles(n: number): Promise<void> {
+  // The table of tmp/b/perfile.ts, written by parquet-wasm as the conversion does (default properties).
+  const table = arrow.tableFromArrays({
+    a: Int32Array.from({ length: 1000 }, (_, i) => i),
+    b: Array.from({ length: 1000 }, (_, i) => "x" + i),
+  });
+  const plain = pw.writeParquet(pw.Table.fromIPCStream(arrow.tableToIPC(table, "stream")));
+  const te = new TextEncoder();
+  const keys = { f: 1, a: 2, b: 3 } as const;
+  const keyOf = (k: keyof typeof keys) => new Uint8Array(16).fill(keys[k]);
+  // Fresh copies per file: the KMS path hands the engine new key bytes every time.
+  const encryption = (): EncryptionOptions => ({
+    footerKey: keyOf("f"),
+    footerKeyMetadata: te.encode("f"),
+    columnKeys: {
+      a: { key: keyOf("a"), keyMetadata: te.encode("a") },
+      b: { key: keyOf("b"), keyMetadata: te.encode("b") },
+    },
+  });
+  const keyRetriever = (m: Uint8Array) =>
+    Promise.resolve(keyOf(new TextDecoder().decode(m) as keyof typeof keys));
+  const out = await Deno.makeTempDir({ dir, prefix: "small-" });
+  try {
+    const perFile = async (fn: (i: number) => Promise<unknown>) => {
+      for (let i = 0; i < 20; i++) await fn(i); // warm-up
+      const rounds: number[] = [];
+      for (let r = 0; r < 5; r++) {
+        const t0 = performance.now();
+        for (let i = 0; i < n; i++) await fn(r * n + i);
+        rounds.push((performance.now() - t0) / n);
+      }
+      rounds.sort((a, b) => a - b);
+      return `${rounds[2].toFixed(2)} ms (rounds ${rounds[0].toFixed(2)}–${rounds[4].toFixed(2)})`;
+    };
+    const encrypted = join(out, "enc.parquet");
+    await transcodeFile(bytesSource(plain), encrypted, {}, { encryption: encryption(), durable: false });
+    const t = syncThresholds();
+    console.log(
+      `\nsmall files (${
+        (plain.length / 1e3).toFixed(0)
+      } kB, 1000 rows × 2 columns, 3 keys; ${n} files × 5 rounds,` +
+        ` median per file; node:crypto up to GCM ${t.gcm} B / CTR ${t.ctr} B):`,
+    );
+    console.log(
+      `  encrypt, engine only            ${await perFile(async () => {
+        await transcode(await ParquetReader.open(bytesSource(plain)), new NullSink(), {
+          encryption: encryption(),
+        });
+      })}`,
+    );
+    console.log(
+      `  encrypt memory → new file       ${await perFile((i) =>
+        transcodeFile(bytesSource(plain), join(out, `e${i}.parquet`), {}, {
+          encryption: encryption(),
+          durable: false,
+        })
+      )}`,
+    );
+    console.log(
+      `  encrypt memory → new file, fsync ${await perFile((i) =>
+        transcodeFile(bytesSource(plain), join(out, `d${i}.parquet`), {}, { encryption: encryption() })
+      )}`,
+    );
+    console.log(
+      `  decrypt file → new file         ${await perFile((i) =>
+        transcodeFile(encrypted, join(out, `p${i}.parquet`), { keyRetriever }, { durable: false })
+      )}`,
+    );
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+}
+
+if (values["small-only"]) {
+  await smallFiles(Number(values["small-files"] ?? 200));
+  Deno.exit(0);
+}
+const input = join(dir, `input_${targetMb}mb.parquet`);
 
 if (!existsSync(input)) {
   // ~57 bytes per row on disk with snappy for this mix of columns.
@@ -156,3 +257,5 @@ if (existsSync(python)) {
   console.log("no .venv: run scripts/bootstrap.sh for the pyarrow comparison");
 }
 if (!values.keep) { for (const f of [enc, dec, rek]) await Deno.remove(f).catch(() => {}); }
+
+await smallFiles(Number(values["small-files"] ?? 200));

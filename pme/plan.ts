@@ -38,6 +38,26 @@ export function matches(selector: string, dotted: string): boolean {
   return dotted === selector || dotted.startsWith(selector + ".");
 }
 
+/** How many columns' keys are requested from the key retriever at a time. */
+const KEY_WINDOW = 4;
+
+/**
+ * Runs `fn` over the items, up to {@link KEY_WINDOW} at a time (item i starts when item i − 4 has
+ * settled), so that column keys arrive in a few KMS round trips rather than one per column without
+ * flooding the KMS. The caller awaits the results in order, so the first failure in column order
+ * is the one reported; the others are marked handled.
+ */
+function concurrently<T, R>(items: T[], fn: (item: T) => Promise<R>): Promise<R>[] {
+  const started: Promise<R>[] = [];
+  for (const [i, item] of items.entries()) {
+    const gate = i >= KEY_WINDOW ? started[i - KEY_WINDOW].then(() => {}, () => {}) : Promise.resolve();
+    const p = gate.then(() => fn(item));
+    p.catch(() => {});
+    started.push(p);
+  }
+  return started;
+}
+
 /** Plans the output columns; fails before anything is written. */
 export async function planColumns(reader: ParquetReader, options: TranscodeOptions): Promise<Plan> {
   const enc = options.encryption;
@@ -63,8 +83,9 @@ export async function planColumns(reader: ParquetReader, options: TranscodeOptio
       }
     }
     selected = all.filter((c) => options.columns!.some((sel) => matches(sel, c.dotted)));
-    for (const c of selected) {
-      const why = await reader.unreadable(c.index);
+    const reasons = concurrently(selected, (c) => reader.unreadable(c.index));
+    for (const [i, c] of selected.entries()) {
+      const why = await reasons[i];
       if (why) {
         throw new PmeKeyMissingError(
           why,
@@ -75,8 +96,9 @@ export async function planColumns(reader: ParquetReader, options: TranscodeOptio
     }
   } else {
     const readable: typeof selected = [];
-    for (const c of selected) {
-      if (await reader.canRead(c.index)) readable.push(c);
+    const can = concurrently(selected, (c) => reader.canRead(c.index));
+    for (const [i, c] of selected.entries()) {
+      if (await can[i]) readable.push(c);
       else skipped.push(c.dotted);
     }
     selected = readable;
