@@ -8,7 +8,15 @@
  */
 
 import { Buffer } from "node:buffer";
+import { type CipherGCM, createCipheriv, createDecipheriv, type DecipherGCM } from "node:crypto";
 import { KmsUnwrapError } from "./errors.ts";
+
+/**
+ * Key wrapping works on 16–32 byte payloads, where a WebCrypto call costs ~50 µs of async round trip
+ * and node:crypto ~10 µs on the calling thread. Raw 128/256-bit wrapping keys go through node:crypto;
+ * CryptoKeys and 192-bit keys (Deno's node:crypto has no aes-192-gcm) through WebCrypto.
+ */
+const NODE_GCM: Readonly<Record<number, string>> = { 16: "aes-128-gcm", 32: "aes-256-gcm" };
 
 function ab(b: Uint8Array): Uint8Array<ArrayBuffer> {
   return b as Uint8Array<ArrayBuffer>;
@@ -27,6 +35,14 @@ export async function encryptKeyLocally(
   aad: Uint8Array,
 ): Promise<string> {
   const nonce = crypto.getRandomValues(new Uint8Array(12));
+  if (wrappingKey instanceof Uint8Array && NODE_GCM[wrappingKey.length]) {
+    const c = createCipheriv(NODE_GCM[wrappingKey.length], wrappingKey, nonce) as CipherGCM;
+    c.setAAD(aad);
+    const body = Buffer.concat([c.update(key), c.final()]);
+    const out = Buffer.concat([nonce, body, c.getAuthTag()]).toString("base64");
+    body.fill(0);
+    return out;
+  }
   const ct = await crypto.subtle.encrypt(
     { name: "AES-GCM", iv: nonce, additionalData: ab(aad), tagLength: 128 },
     await importKey(wrappingKey),
@@ -44,6 +60,25 @@ export async function decryptKeyLocally(
   if (!/^[A-Za-z0-9+/]*={0,2}$/.test(wrapped)) throw new KmsUnwrapError("wrapped key is not base64");
   const bytes = new Uint8Array(Buffer.from(wrapped, "base64"));
   if (bytes.length < 12 + 16) throw new KmsUnwrapError(`wrapped key has ${bytes.length} bytes, too short`);
+  if (wrappingKey instanceof Uint8Array && NODE_GCM[wrappingKey.length]) {
+    const d = createDecipheriv(
+      NODE_GCM[wrappingKey.length],
+      wrappingKey,
+      bytes.subarray(0, 12),
+    ) as DecipherGCM;
+    d.setAAD(aad);
+    d.setAuthTag(bytes.subarray(bytes.length - 16));
+    const out = new Uint8Array(d.update(bytes.subarray(12, bytes.length - 16)));
+    try {
+      d.final();
+    } catch {
+      out.fill(0);
+      throw new KmsUnwrapError("wrapped key does not unwrap", {
+        hint: "wrong wrapping key, or the key material was modified",
+      });
+    }
+    return out;
+  }
   try {
     return new Uint8Array(
       await crypto.subtle.decrypt(

@@ -422,3 +422,31 @@ Deno.test("re-encryption replaces data keys, keeps the data, and survives a fail
     }
   });
 });
+
+Deno.test("local key wrapping: node:crypto and WebCrypto paths interoperate; tampering is refused", async () => {
+  const { encryptKeyLocally, decryptKeyLocally } = await import("../kms/local_wrap.ts");
+  const { KmsUnwrapError } = await import("../kms/errors.ts");
+  const aad = new TextEncoder().encode("kek-id");
+  for (const len of [16, 24, 32]) {
+    const kek = crypto.getRandomValues(new Uint8Array(len));
+    const cryptoKey = await crypto.subtle.importKey("raw", kek, "AES-GCM", false, ["encrypt", "decrypt"]);
+    const dek = crypto.getRandomValues(new Uint8Array(16));
+    // Raw bytes (node:crypto for 16/32) and CryptoKey (WebCrypto) wrap and unwrap each other's output.
+    const byBytes = await encryptKeyLocally(dek, kek, aad);
+    const byKey = await encryptKeyLocally(dek, cryptoKey, aad);
+    assert.deepStrictEqual(
+      await decryptKeyLocally(byBytes, cryptoKey, aad),
+      dek,
+      `${len}: bytes → CryptoKey`,
+    );
+    assert.deepStrictEqual(await decryptKeyLocally(byKey, kek, aad), dek, `${len}: CryptoKey → bytes`);
+    const raw = Uint8Array.from(atob(byBytes), (c) => c.charCodeAt(0));
+    assert.strictEqual(raw.length, 12 + 16 + 16);
+    raw[20] ^= 1;
+    const tampered = btoa(String.fromCharCode(...raw));
+    for (const k of [kek, cryptoKey]) {
+      await assert.rejects(decryptKeyLocally(tampered, k, aad), KmsUnwrapError);
+      await assert.rejects(decryptKeyLocally(byBytes, k, new TextEncoder().encode("other")), KmsUnwrapError);
+    }
+  }
+});
