@@ -6,24 +6,37 @@
  * `DIR/lake/` once converted). Without `--kms` the embedded local keystore `DIR/keystore.json` is
  * used (created with a random landing master key if missing). `--clients FILE` is a JSON object
  * mapping bearer tokens to client names; without it a token is generated and printed once.
+ * `--validation-workers N` validates in N worker threads (default defaultValidationWorkers(): one per
+ * core; 0 = on the main thread); the server listens once they have loaded the definitions.
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
 import { join } from "node:path";
+import { availableParallelism } from "node:os";
 import { LandingZone } from "../fhir/landing/mod.ts";
 import { startIngestServer } from "../fhir/server/mod.ts";
 import { UsageError } from "./keys.ts";
 import { KMS_OPTIONS } from "./kms_connect.ts";
 import { dataDirKms, DEFAULT_MASTER_KEYS } from "./data_dir.ts";
 
+/**
+ * Validation workers when `--validation-workers` is not given: one per core (measured best on 2 cores,
+ * with the load generator on the same machine; see README.md), at most 8.
+ */
+export function defaultValidationWorkers(cores = availableParallelism()): number {
+  return Math.max(1, Math.min(8, cores));
+}
+
 /** Usage of serve. */
 export const SERVE_USAGE =
   `Usage: deno task cli serve --data DIR --port N [--kms local --keystore FILE | --kms vault ...]
-          [--clients FILE] [--landing-master-key ID] [--max-body-mb 32]
+          [--clients FILE] [--landing-master-key ID] [--max-body-mb 32] [--validation-workers N]
   FHIR R4 ingest server on 127.0.0.1: POST/PUT resources, batch/transaction Bundles, POST /fhir/$import.
-  Accepted resources are encrypted and fsync'd into DIR/landing/ before the response.`;
+  Accepted resources are encrypted and fsync'd into DIR/landing/ before the response.
+  --validation-workers N: validate in N worker threads (default: one per core, here ${defaultValidationWorkers()});
+  0 validates on the main thread.`;
 
 async function readClients(path: string): Promise<Record<string, string>> {
   let o: unknown;
@@ -52,6 +65,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
       clients: { type: "string" },
       "landing-master-key": { type: "string" },
       "max-body-mb": { type: "string" },
+      "validation-workers": { type: "string" },
       ...KMS_OPTIONS,
     },
   });
@@ -60,6 +74,15 @@ export async function serveCommand(argv: string[]): Promise<number> {
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError("--port must be 0..65535");
   const maxBodyBytes = Number(values["max-body-mb"] ?? 32) * 1024 * 1024;
   if (!(maxBodyBytes > 0)) throw new UsageError("--max-body-mb must be positive");
+  const workersArg = values["validation-workers"];
+  const validationWorkers = workersArg === undefined
+    ? defaultValidationWorkers()
+    : /^\d{1,2}$/.test(workersArg)
+    ? Number(workersArg)
+    : NaN;
+  if (!Number.isInteger(validationWorkers) || validationWorkers < 0 || validationWorkers > 64) {
+    throw new UsageError("--validation-workers must be an integer 0..64 (0: validate on the main thread)");
+  }
   const masterKeyId = values["landing-master-key"] ?? DEFAULT_MASTER_KEYS.landing;
   await Deno.mkdir(values.data, { recursive: true, mode: 0o700 });
 
@@ -79,18 +102,25 @@ export async function serveCommand(argv: string[]): Promise<number> {
       console.error(`landing zone: ${e instanceof Error ? e.name : "error"} while rolling`),
   });
   const stop = new AbortController();
-  const server = await startIngestServer({
-    sink: zone,
-    clients,
-    maxBodyBytes,
-    port,
-    hostname: "127.0.0.1",
-    signal: stop.signal,
-  });
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = await startIngestServer({
+      sink: zone,
+      clients,
+      maxBodyBytes,
+      validationWorkers,
+      port,
+      hostname: "127.0.0.1",
+      signal: stop.signal,
+    });
+  } catch (e) {
+    await zone.close();
+    throw e;
+  }
   console.log(
     `fhir-pme ingest listening on http://127.0.0.1:${server.addr.port}/fhir (landing: ${
       join(values.data, "landing")
-    })`,
+    }; validation workers: ${validationWorkers || "none, inline"})`,
   );
   if (generated) console.log(`bearer token for client "default": ${generated}`);
   const shutdown = () => stop.abort();

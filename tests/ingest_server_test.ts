@@ -6,7 +6,14 @@
 import assert from "node:assert/strict";
 import { generatedResources } from "./fixtures/generated.ts";
 import { loadValidator } from "../fhir/validate.ts";
-import { createIngestHandler, MemorySink, splitLines, startIngestServer } from "../fhir/server/mod.ts";
+import {
+  createIngestHandler,
+  type IngestSink,
+  MemorySink,
+  splitLines,
+  startIngestServer,
+} from "../fhir/server/mod.ts";
+import { GroupCommitSink } from "../fhir/server/group_commit.ts";
 
 type Obj = Record<string, unknown>;
 type OO = { resourceType: string; issue: { severity: string; code: string; expression?: string[] }[] };
@@ -447,3 +454,76 @@ Deno.test("over HTTP: N parallel POSTs each acknowledged and stored exactly once
     await server.finished;
   }
 });
+
+Deno.test("group commit: concurrent appends of a type share one sink append; order kept; failures per group", async () => {
+  const line = (s: string) => `{"x":"${s}"}`; // 9 characters each
+  const calls: { type: string; lines: string[] }[] = [];
+  const slow: IngestSink = {
+    append: async (type, lines) => {
+      calls.push({ type, lines: [...lines] });
+      await new Promise((r) => setTimeout(r, 20));
+      if (lines.includes(line("b"))) throw new Error("disk full");
+    },
+  };
+  const g = new GroupCommitSink(slow, 30);
+  // First call goes out alone; the next three wait and go together (≤ 30 characters); the fifth next.
+  const results = await Promise.allSettled([
+    g.append("Observation", [line("1")]),
+    g.append("Observation", [line("2"), line("3")]),
+    g.append("Patient", [line("p")]),
+    g.append("Observation", [line("4")]),
+    g.append("Observation", [line("5")]),
+  ]);
+  assert.ok(results.every((r) => r.status === "fulfilled"));
+  assert.deepEqual(calls, [
+    { type: "Observation", lines: [line("1")] },
+    { type: "Patient", lines: [line("p")] },
+    { type: "Observation", lines: [line("2"), line("3"), line("4")] },
+    { type: "Observation", lines: [line("5")] },
+  ]);
+  // A failing append fails exactly the callers merged into it.
+  calls.length = 0;
+  const first = g.append("Observation", [line("a")]); // written at once
+  const merged = [g.append("Observation", [line("b")]), g.append("Observation", [line("c")])];
+  const later = new Promise((r) => setTimeout(r, 25)).then(() => g.append("Observation", [line("d")]));
+  const settled = await Promise.allSettled([first, ...merged, later]);
+  assert.deepEqual(settled.map((s) => s.status), ["fulfilled", "rejected", "rejected", "fulfilled"]);
+  assert.deepEqual(calls.map((c) => c.lines.length), [1, 2, 1]);
+  // An empty append is passed through (the sink's own error).
+  await assert.rejects(new GroupCommitSink(new LandingLike(), 100).append("Observation", []), /empty batch/);
+});
+
+Deno.test("group commit: concurrent POSTs over a slow sink are stored once each in fewer appends", async () => {
+  const sink = new MemorySink();
+  const slow: IngestSink = {
+    append: async (type, lines) => {
+      await new Promise((r) => setTimeout(r, 10));
+      return sink.append(type, lines);
+    },
+  };
+  const handler = await createIngestHandler({
+    sink: slow,
+    clients: { [TOKEN]: "app" },
+    maxBodyBytes: 64 * 1024,
+  });
+  const N = 40;
+  const res = await Promise.all(
+    Array.from(
+      { length: N },
+      (_, i) => handler(req("POST", "/Observation", gen.Observation[i % gen.Observation.length])),
+    ),
+  );
+  assert.ok(res.every((r) => r.status === 201));
+  const ids = await Promise.all(res.map(async (r) => (await r.json()).id as string));
+  assert.equal(new Set(ids).size, N);
+  assert.deepEqual(new Set(sink.resources("Observation").map((o) => o.id)), new Set(ids));
+  assert.equal(sink.count, N);
+  assert.ok(sink.appendCalls < N / 4, `${sink.appendCalls} appends for ${N} POSTs`);
+});
+
+/** A sink that refuses empty batches as the landing zone does. */
+class LandingLike implements IngestSink {
+  append(_type: string, lines: string[]): Promise<void> {
+    return lines.length === 0 ? Promise.reject(new Error("empty batch")) : Promise.resolve();
+  }
+}

@@ -16,7 +16,8 @@ export type ServerIssueCode =
   | "not-found"
   | "too-long"
   | "duplicate"
-  | "conflict";
+  | "conflict"
+  | "transient";
 
 /** An issue as the server reports it (OperationOutcome.issue). */
 export interface ServerIssue extends Omit<Issue, "code"> {
@@ -57,6 +58,26 @@ export class IngestConfigError extends FhirError {
   constructor(message: string) {
     super(message);
     this.name = "IngestConfigError";
+  }
+}
+
+/** Why validation in a worker failed (see ValidationWorkerError). */
+export type ValidationWorkerFailure = "start" | "crash" | "timeout" | "job" | "closed";
+
+/**
+ * Validation in a worker pool failed, not the resource: a worker could not start (`start`: the R4
+ * definitions did not load), stopped with an uncaught error (`crash`), did not answer within the job
+ * timeout (`timeout`: it is terminated), threw on a job (`job`), or the pool is closed (`closed`). The
+ * server answers 500; a crashed or hung worker is replaced. The message names the worker, never data.
+ */
+export class ValidationWorkerError extends FhirError {
+  /** What failed. */
+  readonly failure: ValidationWorkerFailure;
+
+  constructor(failure: ValidationWorkerFailure, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ValidationWorkerError";
+    this.failure = failure;
   }
 }
 
