@@ -257,6 +257,58 @@ Deno.test("batch: each entry on its own; valid ones kept", async () => {
   assert.equal(sink.resources("Patient")[0].id, good2.id);
 });
 
+Deno.test("conditional requests are refused (400 not-supported), never silently ignored", async () => {
+  const { sink, handler } = await setup();
+  const cs = await (await handler(new Request(`${BASE}/metadata`))).json();
+  assert.equal(cs.rest[0].resource[0].conditionalCreate, false);
+  assert.equal(cs.rest[0].resource[0].conditionalUpdate, false);
+  const obs = food();
+  const entryId = (obs.identifier as { value: string }[])[0].value;
+  const logEntry = `identifier=https://fhir-pme.example/identifier/log-entry|${entryId}`;
+  for (
+    const [method, path, header, value] of [
+      ["POST", "/Observation", "If-None-Exist", logEntry],
+      ["PUT", `/Observation/${obs.id}`, "If-Match", 'W/"1"'],
+      ["PUT", `/Observation/${obs.id}`, "If-None-Match", "*"],
+      ["PUT", `/Observation/${obs.id}`, "If-Modified-Since", "Sat, 28 Nov 2026 10:00:00 GMT"],
+    ] as const
+  ) {
+    const oo = await expectOutcome(
+      await handler(req(method, path, obs, { [header]: value })),
+      400,
+      "not-supported",
+    );
+    assert.match(
+      JSON.stringify(oo.issue),
+      new RegExp(header),
+    );
+  }
+  // In a batch: that entry alone is refused; in a transaction: the whole transaction.
+  const conditional = {
+    ...entry("POST", food()),
+    request: { method: "POST", url: "Observation", ifNoneExist: logEntry },
+  };
+  const b = await (await handler(req("POST", "", {
+    resourceType: "Bundle",
+    type: "batch",
+    entry: [entry("POST", food()), conditional],
+  }))).json();
+  assert.equal(b.entry[0].response.status, "201 Created");
+  assert.match(b.entry[1].response.status, /^400/);
+  assert.ok(
+    (b.entry[1].response.outcome as OO).issue.some((i) =>
+      i.code === "not-supported" && i.expression?.includes("Bundle.entry[1].request.ifNoneExist")
+    ),
+  );
+  await expectOutcome(
+    await handler(req("POST", "", { resourceType: "Bundle", type: "transaction", entry: [conditional] })),
+    400,
+    "not-supported",
+    "Bundle.entry[0].request.ifNoneExist",
+  );
+  assert.equal(sink.count, 1, "only the unconditional batch entry was stored");
+});
+
 Deno.test("transaction: all or nothing, duplicates, urn:uuid references", async (t) => {
   const { sink, handler } = await setup();
   await t.step("one invalid entry → error status, nothing written", async () => {

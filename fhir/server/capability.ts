@@ -30,6 +30,11 @@ export function capabilityStatement(allowedTypes: readonly string[], baseUrl: st
         interaction: [{ code: "create" }, { code: "update" }],
         versioning: "versioned",
         updateCreate: true,
+        // Conditional interactions are refused with 400 not-supported (no resource store).
+        conditionalCreate: false,
+        conditionalUpdate: false,
+        conditionalRead: "not-supported",
+        conditionalDelete: "not-supported",
       })),
       interaction: [{ code: "transaction" }, { code: "batch" }],
       operation: [{

@@ -264,6 +264,7 @@ export async function createIngestHandler(options: IngestOptions): Promise<Inges
         `${type}.id`,
       ]);
     }
+    refuseConditional(req);
     requireJson(req);
     const bytes = await readBodyLimited(req, options.maxBodyBytes);
     const item: ResourceItem = {
@@ -332,6 +333,10 @@ export async function createIngestHandler(options: IngestOptions): Promise<Inges
         return bad(405, "not-supported", "Only POST and PUT entries are supported", `${p}.request.method`);
       }
       if (!url) return bad(400, "required", "entry.request.url is required", `${p}.request.url`);
+      const conditional = CONDITIONAL_ENTRY_FIELDS.find((f) => rq[f] !== undefined);
+      if (conditional !== undefined) {
+        return bad(400, "not-supported", conditionalRefusal(conditional), `${p}.request.${conditional}`);
+      }
       if (typeof e.fullUrl === "string") {
         const prev = seenFullUrl.get(e.fullUrl);
         if (prev !== undefined) {
@@ -607,6 +612,24 @@ export async function createIngestHandler(options: IngestOptions): Promise<Inges
 function defaultOnError(e: unknown): void {
   if (e instanceof ValidationWorkerError) console.error(`ingest: ${e.message}`);
   else console.error(`ingest: internal error (${e instanceof Error ? e.name : typeof e})`);
+}
+
+/** HTTP headers of conditional interactions (conditional create, version-aware update, ...). */
+const CONDITIONAL_HEADERS = ["If-None-Exist", "If-Match", "If-None-Match", "If-Modified-Since"] as const;
+/** The same conditions on a Bundle entry's `request`. */
+const CONDITIONAL_ENTRY_FIELDS = ["ifNoneExist", "ifMatch", "ifNoneMatch", "ifModifiedSince"] as const;
+
+function conditionalRefusal(what: string): string {
+  return `Conditional requests (${what}) are not supported: this write-only server keeps no resource ` +
+    "store to evaluate them, and ignoring the condition could overwrite or duplicate data. Send the " +
+    "resource without it; versions of one id resolve by meta.lastUpdated at conversion, and re-uploads " +
+    "with the same log-entry identifier are merged there (fhir/PROFILE.md).";
+}
+
+/** Refuses a request that carries any of the conditional headers (400 not-supported, never ignored). */
+function refuseConditional(req: Request): void {
+  const h = CONDITIONAL_HEADERS.find((name) => req.headers.get(name) !== null);
+  if (h !== undefined) throw HttpError.of(400, "not-supported", conditionalRefusal(h));
 }
 
 function methodNotAllowed(allow: string): HttpError {
