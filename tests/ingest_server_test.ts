@@ -257,20 +257,28 @@ Deno.test("batch: each entry on its own; valid ones kept", async () => {
   assert.equal(sink.resources("Patient")[0].id, good2.id);
 });
 
-Deno.test("conditional requests are refused (400 not-supported), never silently ignored", async () => {
+Deno.test("conditional requests: log-entry conditional create accepted; every other condition refused, never ignored", async () => {
   const { sink, handler } = await setup();
   const cs = await (await handler(new Request(`${BASE}/metadata`))).json();
-  assert.equal(cs.rest[0].resource[0].conditionalCreate, false);
+  assert.equal(cs.rest[0].resource[0].conditionalCreate, true);
   assert.equal(cs.rest[0].resource[0].conditionalUpdate, false);
   const obs = food();
   const entryId = (obs.identifier as { value: string }[])[0].value;
   const logEntry = `identifier=https://fhir-pme.example/identifier/log-entry|${entryId}`;
+  // The supported form: a create naming the resource's own log-entry identifier (resolved at conversion).
+  const ok = await handler(req("POST", "/Observation", obs, { "If-None-Exist": logEntry }));
+  assert.equal(ok.status, 201);
+  await ok.body?.cancel();
+  assert.equal(sink.count, 1);
   for (
-    const [method, path, header, value] of [
-      ["POST", "/Observation", "If-None-Exist", logEntry],
-      ["PUT", `/Observation/${obs.id}`, "If-Match", 'W/"1"'],
-      ["PUT", `/Observation/${obs.id}`, "If-None-Match", "*"],
-      ["PUT", `/Observation/${obs.id}`, "If-Modified-Since", "Sat, 28 Nov 2026 10:00:00 GMT"],
+    const [method, path, header, value, why] of [
+      ["POST", "/Observation", "If-None-Exist", `${logEntry}x`, /does not carry/],
+      ["POST", "/Observation", "If-None-Exist", "identifier=https://other.example|1", /only the log-entry/],
+      ["POST", "/Observation", "If-None-Exist", `${logEntry}&status=final`, /exactly one/],
+      ["PUT", `/Observation/${obs.id}`, "If-None-Exist", logEntry, /needs POST/],
+      ["PUT", `/Observation/${obs.id}`, "If-Match", 'W/"1"', /If-Match: not supported/],
+      ["PUT", `/Observation/${obs.id}`, "If-None-Match", "*", /If-None-Match: not supported/],
+      ["POST", "/Observation", "If-Modified-Since", "Sat, 28 Nov 2026 10:00:00 GMT", /If-Modified-Since/],
     ] as const
   ) {
     const oo = await expectOutcome(
@@ -278,35 +286,41 @@ Deno.test("conditional requests are refused (400 not-supported), never silently 
       400,
       "not-supported",
     );
-    assert.match(
-      JSON.stringify(oo.issue),
-      new RegExp(header),
-    );
+    assert.match(JSON.stringify(oo.issue), why);
   }
-  // In a batch: that entry alone is refused; in a transaction: the whole transaction.
-  const conditional = {
-    ...entry("POST", food()),
-    request: { method: "POST", url: "Observation", ifNoneExist: logEntry },
-  };
+  assert.equal(sink.count, 1, "refused requests stored nothing");
+  // In a batch: a refused entry alone fails; in a transaction: the whole transaction.
+  const cond = (resource: Obj, field: string, value: string) => ({
+    ...entry("POST", resource),
+    request: { method: "POST", url: "Observation", [field]: value },
+  });
+  const other = food();
+  const otherId = crypto.randomUUID();
+  other.identifier = [{ system: "https://fhir-pme.example/identifier/log-entry", value: otherId }];
+  const otherQuery = `identifier=https://fhir-pme.example/identifier/log-entry|${otherId}`;
   const b = await (await handler(req("POST", "", {
     resourceType: "Bundle",
     type: "batch",
-    entry: [entry("POST", food()), conditional],
+    entry: [cond(other, "ifNoneExist", otherQuery), cond(food(), "ifMatch", 'W/"1"')],
   }))).json();
   assert.equal(b.entry[0].response.status, "201 Created");
   assert.match(b.entry[1].response.status, /^400/);
   assert.ok(
     (b.entry[1].response.outcome as OO).issue.some((i) =>
-      i.code === "not-supported" && i.expression?.includes("Bundle.entry[1].request.ifNoneExist")
+      i.code === "not-supported" && i.expression?.includes("Bundle.entry[1].request.ifMatch")
     ),
   );
   await expectOutcome(
-    await handler(req("POST", "", { resourceType: "Bundle", type: "transaction", entry: [conditional] })),
+    await handler(req("POST", "", {
+      resourceType: "Bundle",
+      type: "transaction",
+      entry: [cond(food(), "ifNoneExist", otherQuery)],
+    })),
     400,
     "not-supported",
     "Bundle.entry[0].request.ifNoneExist",
   );
-  assert.equal(sink.count, 1, "only the unconditional batch entry was stored");
+  assert.equal(sink.count, 2, "the two accepted creates only");
 });
 
 Deno.test("transaction: all or nothing, duplicates, urn:uuid references", async (t) => {

@@ -30,8 +30,9 @@ export function capabilityStatement(allowedTypes: readonly string[], baseUrl: st
         interaction: [{ code: "create" }, { code: "update" }],
         versioning: "versioned",
         updateCreate: true,
-        // Conditional interactions are refused with 400 not-supported (no resource store).
-        conditionalCreate: false,
+        // Only a conditional create on the log-entry identifier (resolved at conversion); other
+        // conditions are refused with 400 not-supported (fhir/server/conditional.ts).
+        conditionalCreate: true,
         conditionalUpdate: false,
         conditionalRead: "not-supported",
         conditionalDelete: "not-supported",

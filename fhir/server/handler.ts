@@ -39,6 +39,7 @@
  * @module
  */
 
+import { checkConditions, entryConditions, headerConditions } from "./conditional.ts";
 import type { Bundle, BundleEntry, OperationOutcome } from "@medplum/fhirtypes";
 import { loadR4Definitions } from "../definitions.ts";
 import { DEFAULT_ALLOWED_RESOURCE_TYPES, FHIR_ID_REGEX } from "../profile.ts";
@@ -264,9 +265,13 @@ export async function createIngestHandler(options: IngestOptions): Promise<Inges
         `${type}.id`,
       ]);
     }
-    refuseConditional(req);
+    const conditions = headerConditions(req);
     requireJson(req);
     const bytes = await readBodyLimited(req, options.maxBodyBytes);
+    if (conditions.length > 0) {
+      const refusal = checkConditions(conditions, id === undefined, parsedOrUndefined(bytes));
+      if (refusal) throw new HttpError(400, [refusal]);
+    }
     const item: ResourceItem = {
       json: bytes,
       target: { type, id, clientTypes: client.types },
@@ -333,9 +338,10 @@ export async function createIngestHandler(options: IngestOptions): Promise<Inges
         return bad(405, "not-supported", "Only POST and PUT entries are supported", `${p}.request.method`);
       }
       if (!url) return bad(400, "required", "entry.request.url is required", `${p}.request.url`);
-      const conditional = CONDITIONAL_ENTRY_FIELDS.find((f) => rq[f] !== undefined);
-      if (conditional !== undefined) {
-        return bad(400, "not-supported", conditionalRefusal(conditional), `${p}.request.${conditional}`);
+      const refusal = checkConditions(entryConditions(rq, p), method === "POST", e.resource);
+      if (refusal) {
+        targets.push({ status: 400, issues: [refusal] });
+        return;
       }
       if (typeof e.fullUrl === "string") {
         const prev = seenFullUrl.get(e.fullUrl);
@@ -614,22 +620,13 @@ function defaultOnError(e: unknown): void {
   else console.error(`ingest: internal error (${e instanceof Error ? e.name : typeof e})`);
 }
 
-/** HTTP headers of conditional interactions (conditional create, version-aware update, ...). */
-const CONDITIONAL_HEADERS = ["If-None-Exist", "If-Match", "If-None-Match", "If-Modified-Since"] as const;
-/** The same conditions on a Bundle entry's `request`. */
-const CONDITIONAL_ENTRY_FIELDS = ["ifNoneExist", "ifMatch", "ifNoneMatch", "ifModifiedSince"] as const;
-
-function conditionalRefusal(what: string): string {
-  return `Conditional requests (${what}) are not supported: this write-only server keeps no resource ` +
-    "store to evaluate them, and ignoring the condition could overwrite or duplicate data. Send the " +
-    "resource without it; versions of one id resolve by meta.lastUpdated at conversion, and re-uploads " +
-    "with the same log-entry identifier are merged there (fhir/PROFILE.md).";
-}
-
-/** Refuses a request that carries any of the conditional headers (400 not-supported, never ignored). */
-function refuseConditional(req: Request): void {
-  const h = CONDITIONAL_HEADERS.find((name) => req.headers.get(name) !== null);
-  if (h !== undefined) throw HttpError.of(400, "not-supported", conditionalRefusal(h));
+/** The body as JSON for checking a condition, or undefined (validation then reports what is wrong). */
+function parsedOrUndefined(bytes: Uint8Array): unknown {
+  try {
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    return undefined;
+  }
 }
 
 function methodNotAllowed(allow: string): HttpError {
