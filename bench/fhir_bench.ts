@@ -1,11 +1,21 @@
 /**
- * FHIR pipeline throughput: ingest over HTTP (`$import` NDJSON in MB/s and resources/s; single POSTs from
- * 4 concurrent clients for a bounded time, resources/s) into the `serve` subprocess, and conversion of
- * the landing zone into encrypted Parquet (food-log Observations/s), compared in the same run with
- * DuckDB flattening the same `Observation.ndjson` with `read_json` + SQL (same columns, same dedupe,
- * entered-in-error dropped, partitioned by date) into plaintext zstd Parquet.
+ * FHIR pipeline throughput.
  *
- * `deno task bench:fhir [--patients 300] [--days 30] [--post-seconds 10] [--keep DIR]`
+ * Primary figure — conversion end to end: the encrypted landing zone → the published encrypted lake
+ * (`cli convert`: decrypt the segments, dedupe, views, Arrow/Parquet, PME with KMS-wrapped keys, fsync,
+ * manifest, segments marked published and deleted), in food-log Observations/s, against DuckDB in the
+ * same run flattening the same `Observation.ndjson` with `read_json` + SQL (same food_log columns, same
+ * dedupe, entered-in-error dropped, partitioned by date) into plaintext zstd Parquet. Each conversion
+ * runs in a fresh process (`--convert-only`, timed inside it, so process start-up and module loading
+ * are excluded as DuckDB's instance creation is) on a fresh copy of the landing zone, once per
+ * `--workers` value.
+ *
+ * Reported separately: ingest over HTTP into the `serve` subprocess (`$import` NDJSON in MB/s and
+ * resources/s; single POSTs from 4 concurrent clients for a bounded time, resources/s), and an
+ * ingest + conversion line (all of `$import`, then conversion) against the same DuckDB time.
+ *
+ * `deno task bench:fhir [--patients 600] [--days 30] [--workers 0,2] [--repeat 1] [--post-seconds 10]
+ *  [--skip-post] [--keep DIR]`
  *
  * Prints counts and rates only, never resource content.
  *
@@ -17,7 +27,7 @@ import { join } from "node:path";
 import { cpus } from "node:os";
 import { DuckDBInstance } from "@duckdb/node-api";
 import { generate, GENERATED_RESOURCE_TYPES } from "../fhir/generator.ts";
-import { convertCommand } from "../cli/convert.ts";
+import { convertCommand, defaultConvertWorkers } from "../cli/convert.ts";
 import { type Manifest, MANIFEST_FILE } from "../fhir/convert/mod.ts";
 
 const TOKEN = "fhir-bench-token-0123456789abcdef";
@@ -105,7 +115,7 @@ function comp(system: string, code: string): string {
 }
 
 /** DuckDB: the food_log view of `ndjson` with PROFILE.md §6 dedupe, as zstd Parquet partitioned by date. */
-function duckdbFoodLogSql(ndjson: string, outDir: string): string {
+export function duckdbFoodLogSql(ndjson: string, outDir: string): string {
   const columns = `{
     id: 'VARCHAR',
     meta: 'STRUCT(versionId VARCHAR, lastUpdated VARCHAR)',
@@ -158,16 +168,88 @@ function duckdbFoodLogSql(ndjson: string, outDir: string): string {
   ) TO ${sqlString(outDir)} (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (date), OVERWRITE_OR_IGNORE)`;
 }
 
+/** Copies a data folder (landing zone + keystore) so that every conversion starts from the same state. */
+async function copyDir(from: string, to: string): Promise<void> {
+  const out = await new Deno.Command("cp", { args: ["-a", from, to] }).output();
+  if (!out.success) throw new Error(`cp ${from} failed: ${new TextDecoder().decode(out.stderr)}`);
+}
+
+/** `--convert-only DATA WORKERS`: one timed conversion in this (fresh) process; prints its seconds. */
+async function convertOnly(data: string, workers: string): Promise<void> {
+  const t0 = performance.now();
+  const code = await convertCommand(["--data", data, "--workers", workers]);
+  const seconds = (performance.now() - t0) / 1000;
+  if (code !== 0) throw new Error(`convert exited with ${code}`);
+  console.log(JSON.stringify({ seconds }));
+}
+
+/** Converts a copy of `data` with `workers` in a fresh process; returns its seconds and food_log rows. */
+async function timedConversion(
+  data: string,
+  copy: string,
+  workers: number,
+): Promise<{ seconds: number; foodRows: number; files: number }> {
+  await Deno.remove(copy, { recursive: true }).catch(() => {});
+  await copyDir(data, copy);
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", import.meta.filename!, "--convert-only", copy, String(workers)],
+    stdin: "null",
+    stderr: "inherit",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout).trim().split("\n");
+  if (!out.success) throw new Error(`conversion with ${workers} workers failed`);
+  const { seconds } = JSON.parse(text[text.length - 1]);
+  const manifest = JSON.parse(await Deno.readTextFile(join(copy, "lake", MANIFEST_FILE))) as Manifest;
+  const foodRows = manifest.files.filter((f) => f.view === "food_log").reduce((n, f) => n + f.rows, 0);
+  await Deno.remove(copy, { recursive: true });
+  return { seconds, foodRows, files: manifest.files.length };
+}
+
+/** DuckDB's food_log of `ndjson` into `out`; seconds and rows. */
+export async function duckdbRun(ndjson: string, out: string): Promise<{ seconds: number; rows: number }> {
+  const instance = await DuckDBInstance.create(":memory:");
+  try {
+    const conn = await instance.connect();
+    try {
+      await Deno.remove(out, { recursive: true }).catch(() => {});
+      const t0 = performance.now();
+      await conn.run(duckdbFoodLogSql(ndjson, out));
+      const seconds = (performance.now() - t0) / 1000;
+      const reader = await conn.runAndReadAll(
+        `SELECT count(*)::INTEGER AS n FROM read_parquet(${sqlString(join(out, "**", "*.parquet"))})`,
+      );
+      return { seconds, rows: Number(reader.getRowObjectsJS()[0].n) };
+    } finally {
+      conn.disconnectSync();
+    }
+  } finally {
+    instance.closeSync();
+  }
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     args: Deno.args,
     options: {
-      patients: { type: "string", default: "300" },
+      patients: { type: "string", default: "600" },
       days: { type: "string", default: "30" },
+      workers: { type: "string", default: `0,${defaultConvertWorkers()}` },
+      repeat: { type: "string", default: "1" },
       "post-seconds": { type: "string", default: "10" },
+      "skip-post": { type: "boolean" },
       keep: { type: "string" },
+      "convert-only": { type: "boolean" },
     },
+    allowPositionals: true,
   });
+  if (values["convert-only"]) {
+    const [data, workers] = Deno.args.filter((a) => !a.startsWith("--"));
+    return await convertOnly(data, workers);
+  }
+  const workerCounts = values.workers.split(",").map(Number);
+  if (workerCounts.some((w) => !Number.isInteger(w) || w < 0)) throw new Error("--workers: e.g. 0,2");
+  const repeat = Number(values.repeat);
+  if (!Number.isInteger(repeat) || repeat < 1) throw new Error("--repeat: a positive integer");
   const root = values.keep ?? await Deno.makeTempDir({ prefix: "fhir-bench-" });
   await Deno.mkdir(root, { recursive: true });
   try {
@@ -184,11 +266,14 @@ async function main(): Promise<void> {
       seed: "fhir-bench",
       outDir: gen,
     });
+    const foodObs = summary.foodEntries + summary.reuploads + summary.enteredInError + summary.redelivered;
+    const obsBytes = (await Deno.stat(join(gen, "Observation.ndjson"))).size;
     console.log(
-      `generate: ${fmt(summary.foodEntries)} food entries in ${fmt((performance.now() - t0) / 1000, 1)} s`,
+      `generate: ${fmt(summary.foodEntries)} food entries (${fmt(foodObs)} food-log Observation lines, ` +
+        `Observation.ndjson ${fmt(obsBytes / 1e6, 1)} MB) in ${fmt((performance.now() - t0) / 1000, 1)} s`,
     );
 
-    // 1. $import of every type, in ≈16 MB requests.
+    // 1. Ingest: $import of every type, in ≈16 MB requests.
     let server = await startServer(data, clients);
     let bytes = 0;
     let resources = 0;
@@ -216,84 +301,80 @@ async function main(): Promise<void> {
         `${fmt(resources / importSec)} resources/s, ${fmt(bytes / 1e6 / importSec, 1)} MB/s`,
     );
 
-    // 2. Conversion of the landing zone (in process, as `cli convert`).
-    t0 = performance.now();
-    const code = await convertCommand(["--data", data]);
-    const convertSec = (performance.now() - t0) / 1000;
-    if (code !== 0) throw new Error(`convert exited with ${code}`);
-    const manifest = JSON.parse(await Deno.readTextFile(join(data, "lake", MANIFEST_FILE))) as Manifest;
-    const foodRows = manifest.files.filter((f) => f.view === "food_log").reduce((n, f) => n + f.rows, 0);
-    const foodObs = summary.foodEntries + summary.reuploads + summary.enteredInError + summary.redelivered;
-    console.log(
-      `convert: ${fmt(foodRows)} food_log rows (${fmt(foodObs)} food-log Observation lines) in ` +
-        `${fmt(convertSec, 2)} s → ${fmt(foodObs / convertSec)} food-log Observations/s`,
-    );
-
-    // 3. Single POSTs, 4 concurrent clients, bounded time, into a fresh data folder.
-    const postData = join(root, "post-data");
-    server = await startServer(postData, clients);
-    const obsLines = new TextDecoder().decode(await Deno.readFile(join(gen, "Observation.ndjson")))
-      .split("\n").filter((l) => l);
-    const postMs = Number(values["post-seconds"]) * 1000;
-    let posted = 0;
-    let next = 0;
-    t0 = performance.now();
-    const worker = async () => {
-      while (performance.now() - t0 < postMs) {
-        const { id: _id, meta: _meta, ...rest } = JSON.parse(obsLines[next++ % obsLines.length]);
-        const r = await fetch(`${server.base}/Observation`, {
-          method: "POST",
-          headers: { ...AUTH, "content-type": "application/fhir+json", prefer: "return=minimal" },
-          body: JSON.stringify(rest),
-        });
-        await r.body?.cancel();
-        if (r.status !== 201) throw new Error(`POST Observation: HTTP ${r.status}`);
-        posted++;
-      }
-    };
-    await Promise.all([worker(), worker(), worker(), worker()]);
-    const postSec = (performance.now() - t0) / 1000;
-    await stopServer(server.child);
-    console.log(
-      `ingest POST (4 clients): ${fmt(posted)} resources in ${fmt(postSec, 1)} s → ` +
-        `${fmt(posted / postSec)} resources/s`,
-    );
-
-    // 4. DuckDB baseline on the same Observation.ndjson.
-    const instance = await DuckDBInstance.create(":memory:");
-    let duckRows = 0;
-    let duckSec = 0;
-    try {
-      const conn = await instance.connect();
-      try {
-        const out = join(root, "duckdb_food_log");
-        t0 = performance.now();
-        await conn.run(duckdbFoodLogSql(join(gen, "Observation.ndjson"), out));
-        duckSec = (performance.now() - t0) / 1000;
-        const reader = await conn.runAndReadAll(
-          `SELECT count(*)::INTEGER AS n FROM read_parquet(${sqlString(join(out, "**", "*.parquet"))})`,
-        );
-        duckRows = Number(reader.getRowObjectsJS()[0].n);
-      } finally {
-        conn.disconnectSync();
-      }
-    } finally {
-      instance.closeSync();
+    // 2. Single POSTs, 4 concurrent clients, bounded time, into a fresh data folder.
+    if (!values["skip-post"]) {
+      const postData = join(root, "post-data");
+      server = await startServer(postData, clients);
+      const obsLines = new TextDecoder().decode(await Deno.readFile(join(gen, "Observation.ndjson")))
+        .split("\n").filter((l) => l);
+      const postMs = Number(values["post-seconds"]) * 1000;
+      let posted = 0;
+      let next = 0;
+      t0 = performance.now();
+      const client = async () => {
+        while (performance.now() - t0 < postMs) {
+          const { id: _id, meta: _meta, ...rest } = JSON.parse(obsLines[next++ % obsLines.length]);
+          const r = await fetch(`${server.base}/Observation`, {
+            method: "POST",
+            headers: { ...AUTH, "content-type": "application/fhir+json", prefer: "return=minimal" },
+            body: JSON.stringify(rest),
+          });
+          await r.body?.cancel();
+          if (r.status !== 201) throw new Error(`POST Observation: HTTP ${r.status}`);
+          posted++;
+        }
+      };
+      await Promise.all([client(), client(), client(), client()]);
+      const postSec = (performance.now() - t0) / 1000;
+      await stopServer(server.child);
+      await Deno.remove(postData, { recursive: true });
+      console.log(
+        `ingest POST (4 clients): ${fmt(posted)} resources in ${fmt(postSec, 1)} s → ` +
+          `${fmt(posted / postSec)} resources/s`,
+      );
     }
-    console.log(
-      `duckdb read_json → zstd Parquet: ${fmt(duckRows)} food_log rows in ${fmt(duckSec, 2)} s → ` +
-        `${fmt(foodObs / duckSec)} food-log Observations/s`,
-    );
-    if (duckRows !== foodRows) console.log(`note: row counts differ (ours ${foodRows}, duckdb ${duckRows})`);
 
-    const e2eSec = importSec * (foodObs / resources) + convertSec;
+    // 3. Conversion end to end, per worker count, each in a fresh process on a fresh copy; and DuckDB.
+    const conversions: { workers: number; seconds: number }[] = [];
+    let foodRows = -1;
+    for (let r = 0; r < repeat; r++) {
+      for (const workers of workerCounts) {
+        const c = await timedConversion(data, join(root, "data-copy"), workers);
+        if (foodRows >= 0 && c.foodRows !== foodRows) {
+          throw new Error("conversions disagree on food_log rows");
+        }
+        foodRows = c.foodRows;
+        conversions.push({ workers, seconds: c.seconds });
+        console.log(
+          `convert (workers ${workers}): ${fmt(c.foodRows)} food_log rows, ${c.files} files in ` +
+            `${fmt(c.seconds, 2)} s → ${fmt(foodObs / c.seconds)} food-log Observations/s`,
+        );
+      }
+    }
+    let duck = { seconds: Infinity, rows: 0 };
+    for (let r = 0; r < repeat; r++) {
+      const d = await duckdbRun(join(gen, "Observation.ndjson"), join(root, "duckdb_food_log"));
+      console.log(
+        `duckdb read_json → zstd Parquet: ${fmt(d.rows)} food_log rows in ${fmt(d.seconds, 2)} s → ` +
+          `${fmt(foodObs / d.seconds)} food-log Observations/s`,
+      );
+      if (d.seconds < duck.seconds) duck = d;
+    }
+    if (duck.rows !== foodRows) {
+      console.log(`note: row counts differ (ours ${foodRows}, duckdb ${duck.rows})`);
+    }
+
+    const best = (w: number) => Math.min(...conversions.filter((c) => c.workers === w).map((c) => c.seconds));
+    const primary = workerCounts[workerCounts.length - 1];
     console.log(
-      `\nratio ours/DuckDB (food-log Observations/s):\n` +
-        `  conversion only (landing → encrypted Parquet):          ${fmt(duckSec / convertSec, 2)}\n` +
-        `  end to end ($import share of Observations + conversion): ${fmt(duckSec / e2eSec, 2)}\n` +
-        `  end to end (all $import + conversion):                   ${
-          fmt(duckSec / (importSec + convertSec), 2)
-        }\n  goal: ≥ 0.5 end to end including encryption`,
+      `\nratio ours/DuckDB (food-log Observations/s; best of ${repeat} each):\n` +
+        workerCounts.map((w) =>
+          `  conversion end to end, workers ${w}: encrypted landing → published encrypted lake:  ` +
+          `${fmt(duck.seconds / best(w), 2)}${w === primary ? "  ← primary" : ""}\n`
+        ).join("") +
+        `  ingest ($import of all resources) + conversion (workers ${primary}):              ` +
+        `${fmt(duck.seconds / (importSec + best(primary)), 2)}\n` +
+        `  goal: conversion end to end ≥ 0.5`,
     );
   } finally {
     if (!values.keep) await Deno.remove(root, { recursive: true });

@@ -19,12 +19,16 @@ import { fileSource, MemorySink, ParquetReader, transcode } from "../pme/mod.ts"
 import { generate, GENERATED_RESOURCE_TYPES, IDENTIFIERS_FILE } from "../fhir/generator.ts";
 import {
   convert,
+  ConvertConfigError,
   type ConvertInput,
   loadProjectViews,
   type Manifest,
   MANIFEST_FILE,
+  type ProjectView,
+  projectView,
   ProjectViewError,
   readLines,
+  withConversionDate,
 } from "../fhir/convert/mod.ts";
 import { MemoryKms } from "./fixtures/memory_kms.ts";
 
@@ -161,6 +165,7 @@ Deno.test("convert: generated NDJSON → encrypted, partitioned lake", async (t)
       maxRowsPerFile: 80,
       maxBufferedRows: 150,
       runId: "test-run",
+      conversionDate: "2031-02-03",
       durable: false,
     });
 
@@ -264,6 +269,13 @@ Deno.test("convert: generated NDJSON → encrypted, partitioned lake", async (t)
         [...foodDates].sort(),
         ["2025-01-06", "2025-01-07", "2025-01-08", "2025-01-09", "2025-01-10"],
       );
+      // Dimension views: one partition, the run's conversion date.
+      assert.strictEqual(result.run.conversionDate, "2031-02-03");
+      for (const view of ["patients", "care_team", "nutrition_orders"]) {
+        const files = manifest.files.filter((f) => f.view === view);
+        assert.deepStrictEqual(files.map((f) => f.date), ["2031-02-03"], view);
+        assert.ok(rows[view].every((r) => r.date === "2031-02-03"), view);
+      }
       const onDisk = (await walk(lake)).map((p) => relative(lake, p)).filter((p) => p !== MANIFEST_FILE);
       assert.deepStrictEqual(onDisk.sort(), manifest.files.map((f) => f.path).sort());
       assert.ok(manifest.files.some((f) => f.rowGroups > 1), "several row groups in some file");
@@ -327,4 +339,100 @@ Deno.test("dedupe: a re-upload stamped in the same millisecond as its original l
   assert.strictEqual(index.isWinner("ffffffff", 0, 2), true, "the original's latest version must win");
   assert.strictEqual(index.isWinner("00000000", 0, 1), false, "the re-upload must be dropped");
   assert.strictEqual(index.isWinner("ffffffff", 0, 0), false);
+});
+
+Deno.test("project views: %conversion_date partitions the dimension views", async (t) => {
+  const dir = await Deno.makeTempDir({ prefix: "convert-views-" });
+  try {
+    const patient = JSON.parse(await Deno.readTextFile("views/patients.json"));
+    const resource = {
+      resourceType: "Patient",
+      id: "p1",
+      meta: { versionId: "1", lastUpdated: "2025-01-02T03:04:05.000Z" },
+      active: true,
+    };
+    const dateOf = (v: ProjectView) => v.compiled.rows(resource)[0].date;
+
+    await t.step("the standalone view keeps its placeholder; loadProjectViews sets the date", async () => {
+      assert.strictEqual(dateOf(projectView(patient, "patients.json")), "1970-01-01");
+      const views = await loadProjectViews("views", { conversionDate: "2030-12-31" });
+      const byName = new Map(views.map((v) => [v.name, v]));
+      assert.strictEqual(dateOf(byName.get("patients")!), "2030-12-31");
+      assert.strictEqual(byName.get("patients")!.conversionDate, "2030-12-31");
+      // Fact views do not declare it and keep their own partition.
+      assert.strictEqual(byName.get("food_log")!.conversionDate, undefined);
+      assert.strictEqual(withConversionDate(byName.get("food_log")!, "2030-01-01"), byName.get("food_log"));
+      const again = withConversionDate(byName.get("patients")!, "2029-05-06");
+      assert.strictEqual(dateOf(again), "2029-05-06");
+      assert.strictEqual(dateOf(byName.get("patients")!), "2030-12-31", "the original is unchanged");
+    });
+
+    await t.step("a view using %conversion_date must declare it as a valueDate", async () => {
+      const undeclared = structuredClone(patient);
+      delete undeclared.constant;
+      assert.throws(
+        () => projectView(undeclared, "undeclared.json", { conversionDate: "2030-01-01" }),
+        (e) =>
+          e instanceof ProjectViewError && /conversion_date/.test(e.message) && /undeclared/.test(e.message),
+      );
+      await Deno.writeTextFile(join(dir, "undeclared.json"), JSON.stringify(undeclared));
+      await assert.rejects(loadProjectViews(dir, { conversionDate: "2030-01-01" }), ProjectViewError);
+      const asString = structuredClone(patient);
+      asString.constant = [{ name: "conversion_date", valueString: "1970-01-01" }];
+      assert.throws(
+        () => projectView(asString, "string.json"),
+        (e) => e instanceof ProjectViewError && /must be a valueDate/.test(e.message),
+      );
+    });
+
+    await t.step("an invalid conversion date is a configuration error", () => {
+      for (const bad of ["2030-02-30", "2030-1-01", "today", "2030-01-01T00:00:00Z"]) {
+        assert.throws(
+          () => projectView(patient, "patients.json", { conversionDate: bad }),
+          (e) => e instanceof ConvertConfigError && /YYYY-MM-DD/.test(e.message),
+          bad,
+        );
+      }
+    });
+
+    await t.step("convert defaults to the UTC date of the run start", async () => {
+      const kms = new MemoryKms({ k: crypto.getRandomValues(new Uint8Array(16)) });
+      const views = (await loadProjectViews("views")).filter((v) => v.name === "patients");
+      const lines = [JSON.stringify(resource)];
+      const before = new Date().toISOString().slice(0, 10);
+      const result = await convert({
+        inputs: [{
+          type: "Patient",
+          lines: async function* () {
+            yield* lines;
+          },
+        }],
+        views,
+        lakeDir: join(dir, "lake"),
+        factory: new CryptoFactory(() => kms),
+        connection: {},
+        masterKeys: { "direct-identifier": "k", "quasi-identifier": "k", clinical: "k", technical: null },
+        footerMasterKey: "k",
+        durable: false,
+      });
+      const after = new Date().toISOString().slice(0, 10);
+      assert.ok([before, after].includes(result.run.conversionDate));
+      assert.deepStrictEqual(result.files.map((f) => f.date), [result.run.conversionDate]);
+      await assert.rejects(
+        convert({
+          inputs: [],
+          views,
+          lakeDir: join(dir, "lake"),
+          factory: new CryptoFactory(() => kms),
+          connection: {},
+          masterKeys: { "direct-identifier": "k", "quasi-identifier": "k", clinical: "k", technical: null },
+          footerMasterKey: "k",
+          conversionDate: "31.12.2030",
+        }),
+        ConvertConfigError,
+      );
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -3,40 +3,70 @@
  * → Parquet Modular Encryption with column master keys chosen by sensitivity class → files under
  * `lake/<view>/date=YYYY-MM-DD/part-<runId>-<n>.parquet` and the manifest `lake/_manifest.json`.
  *
- * Per resource type that some view reads, the inputs of that type are read twice (see `dedupe.ts`):
- * pass 1 indexes the winning line of every id, pass 2 parses the winners and runs every view of that
- * type over them. Rows are buffered per (view, date partition); a buffer of `maxRowsPerFile` rows is
- * written as one file, and when all buffers together exceed `maxBufferedRows` the largest one is
- * written. A file is built in memory (Arrow → Parquet bytes), encrypted from memory by the `pme/`
- * transcoder into a hidden temporary file in its partition directory, fsync'd and renamed into place.
- * Plaintext Parquet never touches the disk, and the plaintext buffer is zeroed after use.
+ * Per resource type that some view reads, the inputs of that type are read in line batches
+ * (`batches.ts`, about `batchBytes` each), in two passes:
+ * - pass 1 indexes the winning line of every id (`dedupe.ts`). While the row cache has room
+ *   (`rowCacheBytes`, `row_cache.ts`) it parses every line and runs the views over it speculatively,
+ *   keeping the columnar rows tagged with their lines (`batch_work.ts`); otherwise it only computes the
+ *   dedupe keys, without parsing the resources (`dedupe_key.ts`);
+ * - pass 2 writes the rows of the winning lines: from the cache, dropping the losers' rows, or, for an
+ *   input that did not fit, by reading it again and evaluating the winners only. Rows go into columnar
+ *   buffers per (view, date partition), which `lake_writer.ts` writes as encrypted Parquet files.
+ * An evaluation error raised speculatively counts only if its line wins, so the output and the errors
+ * are those of evaluating the winners only.
  *
- * Memory bound: the dedupe index of one resource type (O(distinct ids), small metadata) + at most
- * `maxBufferedRows` view rows + one file being encoded (its Arrow, IPC, parquet-wasm and Parquet
- * copies: a few times `maxRowsPerFile` rows) + the `pme` transcoder's column chunk. It does not grow
- * with the number of lines beyond the id index.
+ * The CPU-heavy work can run in `workers` Deno Workers (`executor.ts`): the main thread reads the inputs
+ * (decrypting landing segments), hands batches to the workers and consumes the results strictly in
+ * input order, with at most 2 batches per worker in flight and as many read ahead; the workers also
+ * encode the Parquet files. Pass 1 reads 2 inputs of a type at once (the dedupe index does not depend
+ * on the order of the lines, and an error is the first in input order). The output is the same as with
+ * `workers: 0` (everything in process): same rows, same files.
  *
- * The manifest is rewritten atomically once, at the end of a successful run, adding this run's files:
- * readers should list files from the manifest (a failed run can leave complete but unlisted files,
- * never partial ones). One writer at a time per lake.
+ * Memory bound: the dedupe index of one resource type (O(distinct ids), small metadata, plus one bit per
+ * line) + the row cache (at most `rowCacheBytes`) + the batches in flight (2 inputs × (2 per worker +
+ * as many read ahead) × `batchBytes`, with their results) + at most `maxBufferedRows` buffered view
+ * rows (checked after each batch, so plus one batch's rows) + the files being encoded and encrypted (at
+ * most 8 files and `maxBufferedRows` rows, or one larger file, with their Parquet copies) + the `pme`
+ * transcoder's column chunk. It does not grow with the number of lines beyond the id index.
+ *
+ * The manifest is rewritten atomically once, at the end of a successful run, after every file is in
+ * place, adding this run's files: readers should list files from the manifest (a failed run can leave
+ * complete but unlisted files, never partial ones). One writer at a time per lake.
  *
  * @module
  */
 
-import * as arrow from "apache-arrow";
-import { join } from "node:path";
-import * as pw from "parquet-wasm";
 import type { KmsConnectionConfig } from "../../kms/client.ts";
-import type { CryptoFactory, EncryptionConfiguration } from "../../kms/crypto_factory.ts";
-import { writeFileAtomic } from "../../kms/atomic_file.ts";
-import { encryptFileWithKms } from "../../kms/files.ts";
-import { bytesSource } from "../../pme/mod.ts";
+import type { CryptoFactory } from "../../kms/crypto_factory.ts";
 import type { PmeAlgorithm } from "../../pme/mod.ts";
-import { toRecordBatch } from "../views/arrow.ts";
-import { DedupeIndex, type DedupeStats, logEntryIdentifier } from "./dedupe.ts";
-import { ConvertConfigError, ConvertInputError } from "./errors.ts";
+import type { BatchResult } from "./batch_work.ts";
+import { DEFAULT_BATCH_BYTES, type EncodedBatch, lineBatches } from "./batches.ts";
+import { DedupeIndex, type DedupeStats } from "./dedupe.ts";
+import { ConvertConfigError } from "./errors.ts";
+import { type BatchExecutor, InProcessExecutor, WorkerExecutor } from "./executor.ts";
+import { LakeWriter, type ViewState } from "./lake_writer.ts";
 import { readLines } from "./lines.ts";
-import { type ProjectView, SENSITIVITY_CLASSES, type SensitivityClass } from "./views.ts";
+import { appendToManifest, type ManifestFile, type ManifestRun } from "./manifest.ts";
+import { inIndexOrderOfFailure, ordered, readAhead } from "./pipeline.ts";
+import { reviveError } from "./posted_error.ts";
+import { DEFAULT_ROW_CACHE_BYTES, RowCache } from "./row_cache.ts";
+import {
+  type ProjectView,
+  SENSITIVITY_CLASSES,
+  type SensitivityClass,
+  utcDate,
+  withConversionDate,
+} from "./views.ts";
+
+export { NULL_PARTITION } from "./batch_work.ts";
+export {
+  type Manifest,
+  MANIFEST_FILE,
+  type ManifestColumn,
+  type ManifestFile,
+  type ManifestRun,
+  readManifest,
+} from "./manifest.ts";
 
 /** One NDJSON input of one resource type. It is read twice, so it must be re-readable. */
 export type ConvertInput =
@@ -47,8 +77,16 @@ export type ConvertInput =
 export interface ConvertOptions {
   /** NDJSON inputs (segments), each of one resource type. Inputs of types no view reads are skipped. */
   inputs: readonly ConvertInput[];
-  /** Compiled project views (`loadProjectViews("views")`). */
+  /**
+   * Project views (`loadProjectViews("views")`). Views declaring `%conversion_date` are compiled again
+   * for this run with {@link conversionDate}.
+   */
   views: readonly ProjectView[];
+  /**
+   * The run's date, YYYY-MM-DD: `%conversion_date` of the views that declare it, i.e. the partition of
+   * the dimension views (default: the UTC date of the run start).
+   */
+  conversionDate?: string;
   /** The lake directory (created if missing). */
   lakeDir: string;
   /** Key tools. */
@@ -75,49 +113,18 @@ export interface ConvertOptions {
   internalKeyMaterial?: boolean;
   /** Fsync files before renaming them into place (default true). */
   durable?: boolean;
-}
-
-/** A column of a written file. */
-export interface ManifestColumn {
-  name: string;
-  sensitivity: SensitivityClass;
-  /** Master key of the column key, or null for a plaintext column. */
-  masterKeyId: string | null;
-}
-
-/** A written file, as listed in the manifest. */
-export interface ManifestFile {
-  /** Path relative to the lake directory, with `/`. */
-  path: string;
-  view: string;
-  /** Partition date, YYYY-MM-DD, or `__HIVE_DEFAULT_PARTITION__` for rows without one. */
-  date: string;
-  rows: number;
-  rowGroups: number;
-  bytes: number;
-  runId: string;
-  footerMasterKey: string;
-  columns: ManifestColumn[];
-}
-
-/** One run, as listed in the manifest. */
-export interface ManifestRun {
-  runId: string;
-  started: string;
-  finished: string;
-  /** Rows written per view. */
-  rows: Record<string, number>;
-  /** Dedupe counters per resource type. */
-  dedupe: Record<string, DedupeStats>;
-}
-
-/** `lake/_manifest.json`. */
-export interface Manifest {
-  format: "fhir-pme-lake-manifest";
-  version: 1;
-  updated: string;
-  runs: ManifestRun[];
-  files: ManifestFile[];
+  /**
+   * Deno Workers for parsing and view evaluation (default 0: everything in the calling thread). The
+   * output does not depend on it.
+   */
+  workers?: number;
+  /** Bytes of NDJSON per batch of work (default 4 MiB). */
+  batchBytes?: number;
+  /**
+   * Bytes of speculatively evaluated rows kept from pass 1 for pass 2 (`row_cache.ts`; default 256 MiB;
+   * 0: pass 1 only computes dedupe keys and every input is read twice). The output does not depend on it.
+   */
+  rowCacheBytes?: number;
 }
 
 /** What {@link convert} did. */
@@ -129,14 +136,13 @@ export interface ConvertResult {
   manifestPath: string;
   /** Wall-clock seconds. */
   seconds: number;
+  /**
+   * Wall-clock seconds by phase, over all resource types: pass 1 (read, dedupe keys, speculative
+   * evaluation), pass 2 (rows of the winners into the partition buffers) and writing the last files
+   * (encode, encrypt, write, until the last file is in place).
+   */
+  phases: { pass1: number; pass2: number; write: number };
 }
-
-/** Name of the manifest in the lake directory. */
-export const MANIFEST_FILE = "_manifest.json";
-/** Partition value for rows whose date column is empty or not YYYY-MM-DD. */
-export const NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__";
-
-const DATE = /^\d{4}-\d{2}-\d{2}$/;
 
 function randomHex(n: number): string {
   return Array.from(crypto.getRandomValues(new Uint8Array(n)), (b) => b.toString(16).padStart(2, "0")).join(
@@ -154,44 +160,120 @@ function positiveInt(v: number | undefined, dflt: number, name: string): number 
   return n;
 }
 
-/** Reads the manifest of a lake, or an empty one. */
-export async function readManifest(lakeDir: string): Promise<Manifest> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(join(lakeDir, MANIFEST_FILE));
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
-      return { format: "fhir-pme-lake-manifest", version: 1, updated: "", runs: [], files: [] };
-    }
-    throw e;
-  }
-  const m = JSON.parse(text) as Manifest;
-  if (m.format !== "fhir-pme-lake-manifest" || m.version !== 1) {
-    throw new ConvertConfigError(`${MANIFEST_FILE} is not a version 1 lake manifest`);
-  }
-  return m;
+/** Inputs of one type read at once in pass 1. */
+const INPUTS_AT_ONCE = 2;
+
+/** What the conversion of one resource type works with. */
+interface TypeContext {
+  type: string;
+  /** The type's inputs, with their index in `ConvertOptions.inputs`. */
+  inputs: { input: ConvertInput; i: number }[];
+  /** Indexes (in the run's view list) of the views of the type. */
+  viewIndexes: number[];
+  states: ViewState[];
+  writer: LakeWriter;
+  exec: BatchExecutor;
+  batchBytes: number;
+  rowCacheBytes: number;
 }
 
-interface ViewState {
-  view: ProjectView;
-  config: EncryptionConfiguration;
-  columns: ManifestColumn[];
-  buffers: Map<string, unknown[][]>;
-  rows: number;
-  partitionIndex: number;
+/** Line batches of an input, read ahead while the workers are busy. */
+function readBatches(c: TypeContext, input: ConvertInput, i: number): AsyncIterable<EncodedBatch> {
+  const lines = "path" in input ? readLines(input.path) : input.lines();
+  return readAhead(lineBatches(lines, i, c.batchBytes), c.exec.inFlight);
+}
+
+/** Both passes over the inputs of one resource type (see the module notes); its dedupe counters. */
+async function convertType(c: TypeContext, phases: ConvertResult["phases"]): Promise<DedupeStats> {
+  const { exec, writer, type, viewIndexes } = c;
+  const cache = new RowCache(c.rowCacheBytes);
+  /** Appends the rows of a result (of lines with `keep[line] === 1` when given). */
+  const append = async (r: BatchResult, keep: Uint8Array | null): Promise<void> => {
+    const failed = keep === null ? undefined : r.errors.find((e) => keep[e.line] === 1);
+    if (failed) throw reviveError(failed.error);
+    for (let j = 0; j < viewIndexes.length; j++) {
+      await writer.append(c.states[viewIndexes[j]], r.views[j], keep);
+    }
+    await writer.relieve();
+  };
+  try {
+    // Pass 1: index the winners (and evaluate speculatively while the cache has room).
+    let t = performance.now();
+    const index = new DedupeIndex();
+    // Several inputs at once: their reading (file and decryption waits) overlaps. The index and the
+    // cache do not depend on the order of the lines; an error is the first in input order.
+    await inIndexOrderOfFailure(c.inputs.length, INPUTS_AT_ONCE, (k, stopped) => {
+      const { input, i } = c.inputs[k];
+      return ordered(
+        readBatches(c, input, i),
+        exec.inFlight,
+        (b) =>
+          cache.wants(i)
+            ? exec.eval(type, viewIndexes, b, null).then((r) => ({
+              keys: r.keys!,
+              result: r as BatchResult | null,
+            }))
+            : exec.keys(type, b).then((keys) => ({ keys, result: null })),
+        ({ keys, result }) => {
+          for (let k = 0; k < keys.lines.length; k++) {
+            const identifier = keys.identifiers[k] ?? undefined;
+            index.addLine(
+              keys.ids[k],
+              keys.lastUpdatedMs[k],
+              keys.versionIds[k],
+              identifier,
+              i,
+              keys.lines[k],
+            );
+          }
+          cache.add(i, result);
+        },
+        stopped,
+      );
+    });
+    index.finish();
+    phases.pass1 += (performance.now() - t) / 1000;
+
+    // Pass 2: the rows of the winners, from the cache or by reading the input again.
+    t = performance.now();
+    for (const { input, i } of c.inputs) {
+      if (cache.has(i)) {
+        for (const r of cache.replay(i)) await append(r, index.winnerMask(i, r.firstLine, r.count));
+        continue;
+      }
+      await ordered(readBatches(c, input, i), exec.inFlight, (b) => {
+        const winners = index.winnerMask(i, b.firstLine, b.ends.length);
+        return winners.includes(1) ? exec.eval(type, viewIndexes, b, winners) : undefined;
+      }, (r) => append(r, null));
+    }
+    phases.pass2 += (performance.now() - t) / 1000;
+    return index.stats;
+  } finally {
+    cache.clear();
+  }
 }
 
 /**
  * Converts landed NDJSON into encrypted, date-partitioned Parquet under `lakeDir` and adds the files to
- * the manifest. Throws {@link ConvertConfigError} for bad options, {@link ConvertInputError} for an
+ * the manifest. Throws {@link ConvertConfigError} for bad options, `ConvertInputError` for an
  * unusable line, and KMS / `pme` / view evaluation errors as they come.
  */
 export async function convert(options: ConvertOptions): Promise<ConvertResult> {
   const t0 = performance.now();
-  const started = new Date().toISOString();
+  const startedAt = new Date();
+  const started = startedAt.toISOString();
   const rowGroupRows = positiveInt(options.rowGroupRows, 50_000, "rowGroupRows");
   const maxRowsPerFile = positiveInt(options.maxRowsPerFile, 2 * rowGroupRows, "maxRowsPerFile");
   const maxBufferedRows = positiveInt(options.maxBufferedRows, 200_000, "maxBufferedRows");
+  const batchBytes = positiveInt(options.batchBytes, DEFAULT_BATCH_BYTES, "batchBytes");
+  const rowCacheBytes = options.rowCacheBytes ?? DEFAULT_ROW_CACHE_BYTES;
+  if (!Number.isSafeInteger(rowCacheBytes) || rowCacheBytes < 0) {
+    throw new ConvertConfigError("rowCacheBytes must be 0 (no speculative evaluation) or a positive integer");
+  }
+  const workers = options.workers ?? 0;
+  if (!Number.isInteger(workers) || workers < 0) {
+    throw new ConvertConfigError("workers must be 0 (in process) or a positive integer");
+  }
   const runId = options.runId ?? defaultRunId();
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(runId)) {
     throw new ConvertConfigError("runId must match [A-Za-z0-9_-]{1,64}");
@@ -202,180 +284,72 @@ export async function convert(options: ConvertOptions): Promise<ConvertResult> {
     }
   }
   if (!options.footerMasterKey) throw new ConvertConfigError("footerMasterKey is required");
+  const conversionDate = options.conversionDate ?? utcDate(startedAt);
+  const views = options.views.map((v) => withConversionDate(v, conversionDate));
 
-  const states: ViewState[] = options.views.map((view) => {
-    const columnKeys: Record<string, string[]> = {};
-    const columns = view.compiled.columns.map((c): ManifestColumn => {
-      const sensitivity = view.sensitivity[c.name];
-      const masterKeyId = options.masterKeys[sensitivity];
-      if (masterKeyId !== null) (columnKeys[masterKeyId] ??= []).push(c.name);
-      return { name: c.name, sensitivity, masterKeyId };
-    });
-    if (Object.keys(columnKeys).length === 0) {
-      throw new ConvertConfigError(`view ${view.name}: no column has a master key (the key tools need one)`);
-    }
-    const config: EncryptionConfiguration = {
-      footerKey: options.footerMasterKey,
-      columnKeys,
-      encryptionAlgorithm: options.encryptionAlgorithm ?? "AES_GCM_V1",
-      plaintextFooter: false,
-      doubleWrapping: options.doubleWrapping ?? true,
-      internalKeyMaterial: options.internalKeyMaterial ?? true,
-    };
-    const partitionIndex = view.compiled.columns.findIndex((c) => c.name === view.partitionColumn);
-    return { view, config, columns, buffers: new Map(), rows: 0, partitionIndex };
+  // The writer checks the views' encryption configuration before any worker starts.
+  const encoder: { exec?: BatchExecutor } = {};
+  const writer = new LakeWriter({
+    lakeDir: options.lakeDir,
+    runId,
+    factory: options.factory,
+    connection: options.connection,
+    masterKeys: options.masterKeys,
+    footerMasterKey: options.footerMasterKey,
+    encryptionAlgorithm: options.encryptionAlgorithm ?? "AES_GCM_V1",
+    doubleWrapping: options.doubleWrapping ?? true,
+    internalKeyMaterial: options.internalKeyMaterial ?? true,
+    durable: options.durable ?? true,
+    rowGroupRows,
+    maxRowsPerFile,
+    maxBufferedRows,
+    maxWritesInFlight: 8,
+    encode: (state, rows) => encoder.exec!.parquet(state.index, rows, rowGroupRows),
   });
-
+  const states = views.map((v) => writer.addView(v));
   await Deno.mkdir(options.lakeDir, { recursive: true });
-  const written: ManifestFile[] = [];
   const dedupe: Record<string, DedupeStats> = {};
-  let buffered = 0;
-  let seq = 0;
-
-  const writerProps = () =>
-    new pw.WriterPropertiesBuilder()
-      .setCompression(pw.Compression.ZSTD)
-      .setWriterVersion(pw.WriterVersion.V1)
-      .setDictionaryEnabled(true)
-      .setMaxRowGroupSize(rowGroupRows)
-      .setStatisticsEnabled(pw.EnabledStatistics.Chunk)
-      .setCreatedBy("fhir-pme convert")
-      .build();
-
-  const flush = async (state: ViewState, date: string): Promise<void> => {
-    const rows = state.buffers.get(date);
-    state.buffers.delete(date);
-    if (!rows || rows.length === 0) return;
-    buffered -= rows.length;
-    const name = `part-${runId}-${seq++}.parquet`;
-    const rel = `${state.view.name}/date=${date}/${name}`;
-    const dir = join(options.lakeDir, state.view.name, `date=${date}`);
-    const path = join(dir, name);
-    await Deno.mkdir(dir, { recursive: true });
-    const batch = toRecordBatch(state.view.compiled, rows);
-    const ipc = arrow.tableToIPC(new arrow.Table(batch), "stream");
-    const bytes = pw.writeParquet(pw.Table.fromIPCStream(ipc), writerProps());
-    ipc.fill(0);
-    try {
-      // The plaintext Parquet stays in memory; only the encrypted file is written (temp + rename).
-      const result = await encryptFileWithKms(
-        options.factory,
-        options.connection,
-        state.config,
-        bytesSource(bytes, name),
-        path,
-        { durable: options.durable ?? true },
-      );
-      const size = (await Deno.stat(path)).size;
-      written.push({
-        path: rel,
-        view: state.view.name,
-        date,
-        rows: result.rows,
-        rowGroups: result.rowGroups,
-        bytes: size,
-        runId,
-        footerMasterKey: options.footerMasterKey,
-        columns: state.columns,
-      });
-      state.rows += result.rows;
-    } finally {
-      bytes.fill(0);
+  const phases = { pass1: 0, pass2: 0, write: 0 };
+  const exec = encoder.exec = workers > 0 ? new WorkerExecutor(views, workers) : new InProcessExecutor(views);
+  try {
+    // Types with fewer inputs first: their files are written while the bigger types are still read.
+    const inputCount = (t: string) => options.inputs.filter((x) => x.type === t).length;
+    const types = [...new Set(views.map((v) => v.compiled.resource))];
+    types.sort((a, b) => inputCount(a) - inputCount(b));
+    for (const type of types) {
+      const context: TypeContext = {
+        type,
+        inputs: options.inputs.map((input, i) => ({ input, i })).filter((x) => x.input.type === type),
+        viewIndexes: views.flatMap((v, j) => v.compiled.resource === type ? [j] : []),
+        states,
+        writer,
+        exec,
+        batchBytes,
+        rowCacheBytes,
+      };
+      dedupe[type] = await convertType(context, phases);
+      const t = performance.now();
+      for (const j of context.viewIndexes) await writer.flushView(states[j]);
+      phases.write += (performance.now() - t) / 1000;
     }
-  };
-
-  const flushLargest = async (): Promise<void> => {
-    let best: [ViewState, string, number] | undefined;
-    for (const s of states) {
-      for (const [d, rows] of s.buffers) if (!best || rows.length > best[2]) best = [s, d, rows.length];
-    }
-    if (best) await flush(best[0], best[1]);
-  };
-
-  const linesOf = (input: ConvertInput): AsyncIterable<string> =>
-    "path" in input ? readLines(input.path) : input.lines();
-
-  const types = [...new Set(states.map((s) => s.view.compiled.resource))];
-  for (const type of types) {
-    const typeStates = states.filter((s) => s.view.compiled.resource === type);
-    const inputs = options.inputs.map((input, i) => ({ input, i })).filter((x) => x.input.type === type);
-    // Pass 1: index the winners.
-    const index = new DedupeIndex();
-    for (const { input, i } of inputs) {
-      let n = 0;
-      for await (const line of linesOf(input)) {
-        n++;
-        if (line.trim() === "") continue;
-        const r = parseLine(line, type, i, n);
-        const meta = r.meta as Record<string, unknown> | undefined;
-        const lu = typeof meta?.lastUpdated === "string" ? Date.parse(meta.lastUpdated) : NaN;
-        if (Number.isNaN(lu)) throw new ConvertInputError(i, n, "meta.lastUpdated is missing or invalid");
-        const versionId = typeof meta?.versionId === "string" ? meta.versionId : "";
-        index.add(
-          { id: r.id as string, lastUpdatedMs: lu, versionId, identifier: logEntryIdentifier(r) },
-          i,
-          n,
-        );
-      }
-    }
-    index.finish();
-    dedupe[type] = index.stats;
-    // Pass 2: rows of the winners.
-    for (const { input, i } of inputs) {
-      let n = 0;
-      for await (const line of linesOf(input)) {
-        n++;
-        if (line.trim() === "") continue;
-        const r = parseLine(line, type, i, n);
-        if (!index.isWinner(r.id as string, i, n)) continue;
-        for (const s of typeStates) {
-          const p = s.partitionIndex;
-          const out: unknown[][] = [];
-          s.view.compiled.emit(r, (values) => out.push(values.slice()));
-          for (const row of out) {
-            const v = row[p];
-            const date = typeof v === "string" && DATE.test(v) ? v : NULL_PARTITION;
-            let buf = s.buffers.get(date);
-            if (!buf) s.buffers.set(date, buf = []);
-            buf.push(row);
-            buffered++;
-            if (buf.length >= maxRowsPerFile) await flush(s, date);
-          }
-        }
-        while (buffered > maxBufferedRows) await flushLargest();
-      }
-    }
-    for (const s of typeStates) for (const d of [...s.buffers.keys()].sort()) await flush(s, d);
+    const t = performance.now();
+    await writer.drain();
+    phases.write += (performance.now() - t) / 1000;
+  } catch (e) {
+    await writer.settle();
+    throw e;
+  } finally {
+    exec.close();
   }
 
   const run: ManifestRun = {
     runId,
     started,
     finished: new Date().toISOString(),
+    conversionDate,
     rows: Object.fromEntries(states.map((s) => [s.view.name, s.rows])),
     dedupe,
   };
-  const manifest = await readManifest(options.lakeDir);
-  manifest.runs.push(run);
-  manifest.files.push(...written);
-  manifest.updated = run.finished;
-  const manifestPath = join(options.lakeDir, MANIFEST_FILE);
-  await writeFileAtomic(manifestPath, new TextEncoder().encode(JSON.stringify(manifest, null, 2) + "\n"));
-  return { run, files: written, manifestPath, seconds: (performance.now() - t0) / 1000 };
-}
-
-function parseLine(line: string, type: string, input: number, n: number): Record<string, unknown> {
-  let r: unknown;
-  try {
-    r = JSON.parse(line);
-  } catch {
-    throw new ConvertInputError(input, n, "not JSON");
-  }
-  if (r === null || typeof r !== "object" || Array.isArray(r)) {
-    throw new ConvertInputError(input, n, "not a JSON object");
-  }
-  const o = r as Record<string, unknown>;
-  if (o.resourceType !== type) throw new ConvertInputError(input, n, `resourceType is not ${type}`);
-  if (typeof o.id !== "string" || o.id === "") throw new ConvertInputError(input, n, "id is missing");
-  return o;
+  const manifestPath = await appendToManifest(options.lakeDir, run, writer.written);
+  return { run, files: writer.written, manifestPath, seconds: (performance.now() - t0) / 1000, phases };
 }

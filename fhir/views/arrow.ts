@@ -32,6 +32,10 @@
  * Errors: a value that does not fit its declared type (say a string in an integer column) raises
  * {@link ArrowConversionError} naming the column, the row number and the type found, never the value.
  *
+ * Building: values are converted into columnar buffers (`columns.ts`: typed arrays, UTF-8 offsets and
+ * bytes) and the batch wraps those buffers with `makeData`; {@link recordBatchFromColumns} does the
+ * wrapping for buffers filled elsewhere (the conversion appends view rows straight into them).
+ *
  * @module
  */
 
@@ -50,50 +54,20 @@ import {
   Struct,
   Utf8,
 } from "apache-arrow";
-import { describeType } from "../fhirpath/values.ts";
 import type { CompiledView, Row, ViewColumnInfo } from "./runner.ts";
+import {
+  ArrowConversionError,
+  type ColumnBatch,
+  type ColumnData,
+  type ColumnKind,
+  columnKind,
+  ColumnsBuilder,
+  type LeafColumn,
+} from "./columns.ts";
 
-/** A value did not fit the Arrow type of its column. */
-export class ArrowConversionError extends Error {
-  constructor(readonly column: string, readonly row: number, what: string) {
-    super(`column ${column}, row ${row}: ${what}`);
-    this.name = "ArrowConversionError";
-  }
-}
+export { ArrowConversionError };
 
-/** How values of a column are converted. */
-type Kind = "bool" | "int32" | "int64" | "float64" | "string" | "json";
-
-const KINDS: Readonly<Record<string, Kind>> = {
-  boolean: "bool",
-  integer: "int32",
-  positiveInt: "int32",
-  unsignedInt: "int32",
-  integer64: "int64",
-  decimal: "float64",
-  string: "string",
-  code: "string",
-  id: "string",
-  uri: "string",
-  url: "string",
-  canonical: "string",
-  markdown: "string",
-  oid: "string",
-  uuid: "string",
-  base64Binary: "string",
-  xhtml: "string",
-  date: "string",
-  dateTime: "string",
-  instant: "string",
-  time: "string",
-};
-
-function kindOf(fhirType: string | undefined): Kind {
-  if (fhirType === undefined) return "json";
-  return Object.hasOwn(KINDS, fhirType) ? KINDS[fhirType] : "json";
-}
-
-function arrowType(kind: Kind): DataType {
+function arrowType(kind: ColumnKind): DataType {
   switch (kind) {
     case "bool":
       return new Bool();
@@ -110,7 +84,7 @@ function arrowType(kind: Kind): DataType {
 
 /** The Arrow type of a view column (see the module table). */
 export function arrowTypeOf(column: Pick<ViewColumnInfo, "type" | "collection">): DataType {
-  const t = arrowType(kindOf(column.type));
+  const t = arrowType(columnKind(column.type));
   return column.collection ? new List(new Field("item", t, true)) : t;
 }
 
@@ -129,173 +103,78 @@ export function arrowSchema(view: Pick<CompiledView, "columns" | "resource" | "v
   return new Schema(fields, meta);
 }
 
-const INT32_MIN = -(2 ** 31);
-const INT32_MAX = 2 ** 31 - 1;
+/** Packs one byte per slot (0/1) into an Arrow bitmap (64-bit padded). */
+function packBits(bytes: Uint8Array, n: number): Uint8Array {
+  const bits = new Uint8Array(((n + 63) >> 6) << 3);
+  const whole = n & ~7;
+  let i = 0;
+  for (; i < whole; i += 8) {
+    bits[i >> 3] = bytes[i] | (bytes[i + 1] << 1) | (bytes[i + 2] << 2) | (bytes[i + 3] << 3) |
+      (bytes[i + 4] << 4) | (bytes[i + 5] << 5) | (bytes[i + 6] << 6) | (bytes[i + 7] << 7);
+  }
+  for (; i < n; i++) if (bytes[i]) bits[i >> 3] |= 1 << (i & 7);
+  return bits;
+}
 
-/** Converts one non-null value for its kind, or throws. */
-function convert(v: unknown, kind: Kind, column: string, row: number): unknown {
-  const bad = (want: string): never => {
-    throw new ArrowConversionError(column, row, `expected ${want}, got ${describeType(v)}`);
-  };
-  switch (kind) {
+function leafData(c: LeafColumn): Data {
+  const n = c.length;
+  const nullBitmap = c.nulls > 0 ? packBits(c.valid, n) : undefined;
+  const type = arrowType(c.kind);
+  switch (c.kind) {
     case "bool":
-      return typeof v === "boolean" ? v : bad("a boolean");
-    case "int32":
-      if (typeof v === "number" && Number.isInteger(v)) {
-        if (v < INT32_MIN || v > INT32_MAX) {
-          throw new ArrowConversionError(column, row, "integer out of the 32-bit range; declare integer64");
-        }
-        return v;
-      }
-      return bad("an integer");
-    case "int64":
-      if (typeof v === "number" && Number.isSafeInteger(v)) return BigInt(v);
-      if (typeof v === "string" && /^-?\d{1,19}$/.test(v)) return BigInt(v);
-      if (typeof v === "bigint") return v;
-      return bad("a 64-bit integer");
-    case "float64":
-      return typeof v === "number" ? v : bad("a number");
-    case "string":
-      if (typeof v === "string") return v;
-      if (typeof v === "number" || typeof v === "boolean") return String(v);
-      return bad("a string");
-    case "json":
-      if (typeof v === "string") return v;
-      if (typeof v === "number" || typeof v === "boolean") return String(v);
-      return JSON.stringify(v);
-  }
-}
-
-/** Validity bitmap builder (bit set = valid), as Arrow lays it out. */
-class Validity {
-  readonly bits: Uint8Array;
-  nulls = 0;
-  constructor(length: number) {
-    this.bits = new Uint8Array(((length + 63) >> 6) << 3);
-  }
-  set(i: number, valid: boolean): void {
-    if (valid) this.bits[i >> 3] |= 1 << (i & 7);
-    else this.nulls++;
-  }
-}
-
-const encoder = new TextEncoder();
-
-/** Builds Arrow data of `kind` from converted values (null for null); one buffer pass per column. */
-function leafData(kind: Kind, values: readonly unknown[]): Data {
-  const n = values.length;
-  const validity = new Validity(n);
-  const type = arrowType(kind);
-  switch (kind) {
-    case "bool": {
-      const data = new Uint8Array(validity.bits.length);
-      for (let i = 0; i < n; i++) {
-        const v = values[i];
-        validity.set(i, v !== null);
-        if (v === true) data[i >> 3] |= 1 << (i & 7);
-      }
       return makeData({
         type: type as Bool,
         length: n,
-        nullCount: validity.nulls,
-        nullBitmap: validity.bits,
-        data,
+        nullCount: c.nulls,
+        nullBitmap,
+        data: packBits(c.values as Uint8Array, n),
       });
-    }
     case "int32":
     case "int64":
-    case "float64": {
-      const data = kind === "int32"
-        ? new Int32Array(n)
-        : kind === "int64"
-        ? new BigInt64Array(n)
-        : new Float64Array(n);
-      for (let i = 0; i < n; i++) {
-        const v = values[i];
-        validity.set(i, v !== null);
-        if (v !== null) data[i] = v as never;
-      }
+    case "float64":
       return makeData({
         type: type as Int32,
         length: n,
-        nullCount: validity.nulls,
-        nullBitmap: validity.bits,
-        data: data as Int32Array,
+        nullCount: c.nulls,
+        nullBitmap,
+        data: c.values as Int32Array,
       });
-    }
-    default: {
-      const offsets = new Int32Array(n + 1);
-      let buf = new Uint8Array(Math.max(64, n * 16));
-      let pos = 0;
-      for (let i = 0; i < n; i++) {
-        const v = values[i];
-        validity.set(i, v !== null);
-        if (v !== null) {
-          const str = v as string;
-          if (buf.length - pos < str.length * 3) {
-            const bigger = new Uint8Array(Math.max(buf.length * 2, pos + str.length * 3));
-            bigger.set(buf.subarray(0, pos));
-            buf = bigger;
-          }
-          pos += encoder.encodeInto(str, buf.subarray(pos)).written;
-        }
-        offsets[i + 1] = pos;
-      }
+    default:
       return makeData({
         type: type as Utf8,
         length: n,
-        nullCount: validity.nulls,
-        nullBitmap: validity.bits,
-        valueOffsets: offsets,
-        data: buf.subarray(0, pos),
+        nullCount: c.nulls,
+        nullBitmap,
+        valueOffsets: c.offsets!,
+        data: c.data!,
       });
-    }
   }
 }
 
-/** Builds one column's Arrow data from the rows. */
-function columnData(
-  column: ViewColumnInfo,
-  index: number,
-  rows: readonly (Row | readonly unknown[])[],
-): Data {
-  const kind = kindOf(column.type);
-  const name = column.name;
-  const cell = (r: number): unknown => {
-    const row = rows[r];
-    return Array.isArray(row) ? row[index] : (row as Row)[name];
-  };
-  if (!column.collection) {
-    const values = new Array<unknown>(rows.length);
-    for (let r = 0; r < rows.length; r++) {
-      const v = cell(r);
-      values[r] = v === null || v === undefined ? null : convert(v, kind, name, r);
-    }
-    return leafData(kind, values);
-  }
-  const validity = new Validity(rows.length);
-  const offsets = new Int32Array(rows.length + 1);
-  const items: unknown[] = [];
-  for (let r = 0; r < rows.length; r++) {
-    const v = cell(r);
-    validity.set(r, v !== null && v !== undefined);
-    if (v !== null && v !== undefined) {
-      if (!Array.isArray(v)) {
-        throw new ArrowConversionError(name, r, "expected an array for a collection column");
-      }
-      for (const x of v) items.push(x === null || x === undefined ? null : convert(x, kind, name, r));
-    }
-    offsets[r + 1] = items.length;
-  }
-  const type = arrowTypeOf(column) as List;
+function columnData(column: ViewColumnInfo, c: ColumnData): Data {
+  if (c.kind !== "list") return leafData(c);
   return makeData({
-    type,
-    length: rows.length,
-    nullCount: validity.nulls,
-    nullBitmap: validity.bits,
-    valueOffsets: offsets,
-    child: leafData(kind, items),
+    type: arrowTypeOf(column) as List,
+    length: c.length,
+    nullCount: c.nulls,
+    nullBitmap: c.nulls > 0 ? packBits(c.valid, c.length) : undefined,
+    valueOffsets: c.offsets,
+    child: leafData(c.child),
   });
+}
+
+/**
+ * Wraps columnar rows of `view` (a {@link ColumnBatch} from `ColumnsBuilder`, columns in view order) as
+ * a RecordBatch. The batch shares the buffers (bitmaps are packed into new ones).
+ */
+export function recordBatchFromColumns(
+  view: Pick<CompiledView, "columns" | "resource" | "view">,
+  batch: ColumnBatch,
+): RecordBatch {
+  const schema = arrowSchema(view);
+  const children = view.columns.map((c, i) => columnData(c, batch.columns[i]));
+  const data = makeData({ type: new Struct(schema.fields), length: batch.length, nullCount: 0, children });
+  return new RecordBatch(schema, data);
 }
 
 /**
@@ -306,8 +185,15 @@ export function toRecordBatch(
   view: Pick<CompiledView, "columns" | "resource" | "view">,
   rows: readonly (Row | readonly unknown[])[],
 ): RecordBatch {
-  const schema = arrowSchema(view);
-  const children = view.columns.map((c, i) => columnData(c, i, rows));
-  const data = makeData({ type: new Struct(schema.fields), length: rows.length, nullCount: 0, children });
-  return new RecordBatch(schema, data);
+  const builder = new ColumnsBuilder(view.columns);
+  const names = view.columns.map((c) => c.name);
+  const values: unknown[] = new Array(names.length);
+  for (const row of rows) {
+    if (Array.isArray(row)) builder.appendRow(row);
+    else {
+      for (let i = 0; i < names.length; i++) values[i] = (row as Row)[names[i]];
+      builder.appendRow(values);
+    }
+  }
+  return recordBatchFromColumns(view, builder.view());
 }
