@@ -22,6 +22,7 @@
  * @module
  */
 
+import { chunks, startServer, stopServer } from "./serve_process.ts";
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { cpus } from "node:os";
@@ -35,70 +36,6 @@ const AUTH = { authorization: `Bearer ${TOKEN}` };
 const LOINC = "http://loinc.org";
 const DIET_LOG = "https://fhir-pme.example/CodeSystem/diet-log";
 const LOG_ENTRY = "https://fhir-pme.example/identifier/log-entry";
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
-/** Starts `cli serve` as a subprocess and waits until it answers. */
-async function startServer(
-  data: string,
-  clients: string,
-): Promise<{ base: string; child: Deno.ChildProcess }> {
-  const port = freePort();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-all",
-      join(import.meta.dirname!, "..", "cli", "main.ts"),
-      "serve",
-      "--data",
-      data,
-      "--port",
-      String(port),
-      "--clients",
-      clients,
-    ],
-    stdin: "null",
-    stdout: "null",
-    stderr: "inherit",
-  }).spawn();
-  const base = `http://127.0.0.1:${port}/fhir`;
-  for (let i = 0; i < 600; i++) {
-    try {
-      const r = await fetch(`${base}/metadata`);
-      await r.body?.cancel();
-      if (r.ok) return { base, child };
-    } catch {
-      // not yet listening
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  child.kill("SIGKILL");
-  throw new Error("serve did not start");
-}
-
-async function stopServer(child: Deno.ChildProcess): Promise<void> {
-  child.kill("SIGTERM");
-  const st = await child.status;
-  if (st.code !== 0) throw new Error(`serve exited with ${st.code}`);
-}
-
-/** Splits NDJSON bytes at line boundaries into chunks of about `size` bytes. */
-function chunks(bytes: Uint8Array<ArrayBuffer>, size: number): Uint8Array<ArrayBuffer>[] {
-  const out: Uint8Array<ArrayBuffer>[] = [];
-  let start = 0;
-  while (start < bytes.length) {
-    let end = Math.min(start + size, bytes.length);
-    while (end < bytes.length && bytes[end - 1] !== 0x0a) end++;
-    out.push(bytes.subarray(start, end));
-    start = end;
-  }
-  return out;
-}
 
 function fmt(n: number, digits = 0): string {
   return n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });

@@ -17,6 +17,7 @@
  * @module
  */
 
+import { chunks, startServer, stopServer } from "./serve_process.ts";
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { cpus } from "node:os";
@@ -25,71 +26,9 @@ import { generate, GENERATED_RESOURCE_TYPES } from "../fhir/generator.ts";
 const TOKEN = "ingest-bench-token-0123456789abcdef";
 const AUTH = { authorization: `Bearer ${TOKEN}` };
 
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
-/** Starts `cli serve` and waits until it answers; returns the time that took too. */
-async function startServer(
-  data: string,
-  clients: string,
-  workers: string,
-): Promise<{ base: string; child: Deno.ChildProcess; startMs: number }> {
-  const port = freePort();
-  const t0 = performance.now();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-all",
-      join(import.meta.dirname!, "..", "cli", "main.ts"),
-      "serve",
-      "--data",
-      data,
-      "--port",
-      String(port),
-      "--clients",
-      clients,
-      ...(workers === "default" ? [] : ["--validation-workers", workers]),
-    ],
-    stdin: "null",
-    stdout: "null",
-    stderr: "inherit",
-  }).spawn();
-  const base = `http://127.0.0.1:${port}/fhir`;
-  for (let i = 0; i < 1200; i++) {
-    try {
-      const r = await fetch(`${base}/metadata`);
-      await r.body?.cancel();
-      if (r.ok) return { base, child, startMs: performance.now() - t0 };
-    } catch {
-      // not yet listening
-    }
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  child.kill("SIGKILL");
-  throw new Error("serve did not start");
-}
-
-async function stopServer(child: Deno.ChildProcess): Promise<void> {
-  child.kill("SIGTERM");
-  const st = await child.status;
-  if (st.code !== 0) throw new Error(`serve exited with ${st.code}`);
-}
-
-/** Splits NDJSON bytes at line boundaries into chunks of about `size` bytes. */
-function chunks(bytes: Uint8Array<ArrayBuffer>, size: number): Uint8Array<ArrayBuffer>[] {
-  const out: Uint8Array<ArrayBuffer>[] = [];
-  let start = 0;
-  while (start < bytes.length) {
-    let end = Math.min(start + size, bytes.length);
-    while (end < bytes.length && bytes[end - 1] !== 0x0a) end++;
-    out.push(bytes.subarray(start, end));
-    start = end;
-  }
-  return out;
+/** `serve` arguments for a worker count ("default": the server's own default). */
+function serveArgs(workers: string): string[] {
+  return workers === "default" ? [] : ["--validation-workers", workers];
 }
 
 /** CPU seconds: the machine's busy time and one process's (Linux /proc; undefined elsewhere). */
@@ -229,13 +168,13 @@ async function main(): Promise<void> {
     for (let round = 0; round < Number(values.rounds); round++) {
       for (const workers of values.workers.split(",").map((s) => s.trim())) {
         run++;
-        let s = await startServer(join(root, `data-${run}`), clients, workers);
+        let s = await startServer(join(root, `data-${run}`), clients, serveArgs(workers));
         const startMs = s.startMs;
         let c0 = sample(s.child.pid);
         const imp = await importAll(s.base, gen);
         const importCpu = cpuShares(c0, sample(s.child.pid), imp.sec);
         await stopServer(s.child);
-        s = await startServer(join(root, `post-${run}`), clients, workers);
+        s = await startServer(join(root, `post-${run}`), clients, serveArgs(workers));
         c0 = sample(s.child.pid);
         const t0 = performance.now();
         const postRes = await postFor(s.base, obsLines, postMs, postClients);

@@ -11,11 +11,7 @@
 import { DedupeIndex } from "../fhir/convert/dedupe.ts";
 import assert from "node:assert";
 import { join, relative } from "node:path";
-import * as arrow from "apache-arrow";
-import * as pw from "parquet-wasm";
 import { CryptoFactory } from "../kms/crypto_factory.ts";
-import { parseKeyMetadata } from "../kms/key_material.ts";
-import { fileSource, MemorySink, ParquetReader, transcode } from "../pme/mod.ts";
 import { generate, GENERATED_RESOURCE_TYPES, IDENTIFIERS_FILE } from "../fhir/generator.ts";
 import {
   convert,
@@ -31,6 +27,7 @@ import {
   withConversionDate,
 } from "../fhir/convert/mod.ts";
 import { MemoryKms } from "./fixtures/memory_kms.ts";
+import { readLakeFile } from "./fixtures/lake.ts";
 
 // deno-lint-ignore no-explicit-any
 type Json = Record<string, any>;
@@ -85,28 +82,6 @@ function component(r: Json, system: string, code: string): Json | undefined {
   return r.component.find((c: Json) =>
     c.code.coding.some((k: Json) => k.system === system && k.code === code)
   );
-}
-
-/** Decrypts a lake file in memory: column protection and its rows. */
-async function readLakeFile(factory: CryptoFactory, path: string) {
-  const reader = await ParquetReader.open(
-    await fileSource(path),
-    factory.fileDecryptionProperties({}, {}, path),
-  );
-  try {
-    const columns = reader.columns.map((c) => ({
-      name: c.dotted,
-      encryption: c.encryption,
-      masterKeyId: c.keyMetadata ? (parseKeyMetadata(c.keyMetadata) as Json).material.masterKeyId : null,
-    }));
-    const sink = new MemorySink();
-    await transcode(reader, sink, {});
-    const table = arrow.tableFromIPC(pw.readParquet(sink.bytes()).intoIPCStream());
-    const rows = table.toArray().map((r) => r.toJSON() as Json);
-    return { columns, rows };
-  } finally {
-    reader.close();
-  }
 }
 
 Deno.test("convert: generated NDJSON → encrypted, partitioned lake", async (t) => {
