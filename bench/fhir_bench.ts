@@ -105,10 +105,16 @@ export function duckdbFoodLogSql(ndjson: string, outDir: string): string {
   ) TO ${sqlString(outDir)} (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (date), OVERWRITE_OR_IGNORE)`;
 }
 
-/** Copies a data folder (landing zone + keystore) so that every conversion starts from the same state. */
+/**
+ * Copies a data folder (landing zone + keystore) so that every conversion starts from the same state,
+ * then flushes it to disk: the ingest server fsyncs what it lands, so a conversion must not pay for
+ * writing out a fresh copy (its fdatasync calls would).
+ */
 async function copyDir(from: string, to: string): Promise<void> {
-  const out = await new Deno.Command("cp", { args: ["-a", from, to] }).output();
-  if (!out.success) throw new Error(`cp ${from} failed: ${new TextDecoder().decode(out.stderr)}`);
+  for (const [cmd, args] of [["cp", ["-a", from, to]], ["sync", []]] as const) {
+    const out = await new Deno.Command(cmd, { args: [...args] }).output();
+    if (!out.success) throw new Error(`${cmd} ${from} failed: ${new TextDecoder().decode(out.stderr)}`);
+  }
 }
 
 /** `--convert-only DATA WORKERS`: one timed conversion in this (fresh) process; prints its seconds. */

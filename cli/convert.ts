@@ -84,7 +84,7 @@ export async function convertCommand(argv: string[]): Promise<number> {
       return 0;
     }
     const result = await convert({
-      inputs: segments.map((s) => ({ type: s.resourceType, lines: () => zone.read(s.segmentId) })),
+      inputs: segments.map((s) => ({ type: s.resourceType, bytes: () => zone.readChunks(s.segmentId) })),
       views,
       conversionDate,
       workers,

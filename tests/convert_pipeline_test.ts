@@ -1,15 +1,23 @@
 /**
  * The conversion's plumbing: ordered batch pipelines (results consumed in submission order, bounded in
  * flight, rejections at their turn), reading ahead (bounded, errors in order, early stop closes the
- * source), the row cache's budget (inputs kept whole or dropped), the dedupe winner masks, and the
- * batch encoding of lines (UTF-8 round trip, lone surrogates kept as text).
+ * source), the row cache's budget (inputs kept whole or dropped), the dedupe winner masks, the batch
+ * encoding of lines (UTF-8 round trip, lone surrogates kept as text) and the batches cut from byte
+ * chunks (any chunk boundaries, line numbers, sizes, invalid UTF-8 named by line).
  *
  * @module
  */
 
 import assert from "node:assert";
 import { type BatchResult, resultBytes } from "../fhir/convert/batch_work.ts";
-import { decodeBatch, lineBatches } from "../fhir/convert/batches.ts";
+import {
+  byteBatches,
+  decodeBatch,
+  type EncodedBatch,
+  lineBatches,
+  lineSource,
+} from "../fhir/convert/batches.ts";
+import { ConvertInputError } from "../fhir/convert/errors.ts";
 import { DedupeIndex } from "../fhir/convert/dedupe.ts";
 import { inIndexOrderOfFailure, ordered, readAhead } from "../fhir/convert/pipeline.ts";
 import { RowCache } from "../fhir/convert/row_cache.ts";
@@ -153,7 +161,7 @@ Deno.test("batches: lines round-trip through UTF-8; a lone surrogate keeps the b
   const lines = ['{"a":"é☃🍎"}', "", "  ", '{"b":1}', "x".repeat(150), "y".repeat(20), "z"];
   const batches = [];
   for await (const b of lineBatches(items(lines), 3, 100)) batches.push(b);
-  assert.deepStrictEqual(batches.map((b) => [b.firstLine, b.ends.length]), [[1, 5], [6, 2]]);
+  assert.deepStrictEqual(batches.map((b) => [b.firstLine, b.count]), [[1, 5], [6, 2]]);
   const back: string[] = [];
   for (const b of batches) {
     assert.ok(b.bytes && b.text === undefined);
@@ -170,6 +178,82 @@ Deno.test("batches: lines round-trip through UTF-8; a lone surrogate keeps the b
   const [b] = await Array.fromAsync(lineBatches(items(lone), 0));
   assert.ok(b.text !== undefined && b.bytes === undefined);
   assert.strictEqual(decodeBatch(b).text, lone.join("\n"));
+});
+
+/** The lines of byte batches, through both decoders (line by line, and the batch as text). */
+function linesOf(batches: readonly EncodedBatch[]): { viaSource: string[]; viaText: string[] } {
+  const viaSource: string[] = [];
+  const viaText: string[] = [];
+  for (const b of batches) {
+    const src = lineSource(b);
+    for (let i = 0; i < src.count; i++) viaSource.push(src.line(i));
+    const d = decodeBatch(b);
+    let start = 0;
+    for (const end of d.ends) {
+      viaText.push(d.text.slice(start, end));
+      start = end + 1;
+    }
+    assert.strictEqual(start, d.text.length + 1);
+  }
+  return { viaSource, viaText };
+}
+
+Deno.test("byteBatches: the same lines whatever the chunk boundaries; line numbers; batch sizes", async () => {
+  const lines = ['{"a":"é☃🍎"}', "", "  ", '{"b":1}\r', "x".repeat(150), "y".repeat(20), "z", "{}"];
+  const bytes = new TextEncoder().encode(lines.join("\n") + "\n");
+  // Every way to cut the input in two, and into 1-byte chunks (splitting multi-byte characters).
+  const cuts: Uint8Array[][] = [];
+  for (let at = 0; at <= bytes.length; at++) cuts.push([bytes.subarray(0, at), bytes.subarray(at)]);
+  cuts.push(Array.from(bytes, (b) => new Uint8Array([b])));
+  for (const chunks of cuts) {
+    const batches = await Array.fromAsync(byteBatches(items(chunks), 4, 100));
+    // A batch ends at the first line end at or past 100 bytes.
+    assert.deepStrictEqual(batches.map((b) => [b.input, b.firstLine, b.count]), [[4, 1, 5], [4, 6, 3]]);
+    for (const b of batches) {
+      assert.strictEqual(b.byteEnds!.length, b.count);
+      assert.strictEqual(b.bytes!.buffer.byteLength >= b.bytes!.length, true);
+    }
+    const { viaSource, viaText } = linesOf(batches);
+    assert.deepStrictEqual(viaSource, lines);
+    assert.deepStrictEqual(viaText, lines);
+    assert.deepStrictEqual(
+      batches.flatMap((b) => Array.from({ length: b.count }, (_, i) => lineSource(b).blank(i))),
+      [false, true, true, false, false, false, false, false],
+    );
+  }
+  // A last line without LF counts; an empty input gives no batch; one line larger than a batch is whole.
+  const noLf = await Array.fromAsync(byteBatches(items([new TextEncoder().encode('{"a":1}\n{"b":2}')]), 0));
+  assert.deepStrictEqual(linesOf(noLf).viaSource, ['{"a":1}', '{"b":2}']);
+  assert.deepStrictEqual(await Array.fromAsync(byteBatches(items([new Uint8Array(0)]), 0)), []);
+  const huge = "h".repeat(5000);
+  const big = await Array.fromAsync(
+    byteBatches(items([new TextEncoder().encode(`a\n${huge}\nb\n`)]), 0, 64),
+  );
+  assert.deepStrictEqual(big.map((b) => [b.firstLine, b.count]), [[1, 2], [3, 1]]);
+  assert.deepStrictEqual(linesOf(big).viaSource, ["a", huge, "b"]);
+});
+
+Deno.test("byteBatches: a line that is not UTF-8 fails with its line number; U+FFFD itself is fine", async () => {
+  const good = new TextEncoder().encode('{"a":"\uFFFD ok"}\n');
+  const bad = new Uint8Array([
+    ...new TextEncoder().encode('{"a":"'),
+    0xc3,
+    0x28,
+    ...new TextEncoder().encode('"}\n'),
+  ]);
+  const [b] = await Array.fromAsync(byteBatches(items([good, good, bad, good]), 2, 1 << 20));
+  const src = lineSource(b);
+  assert.strictEqual(src.line(1), '{"a":"\uFFFD ok"}');
+  for (const read of [() => src.line(2), () => decodeBatch(b)]) {
+    assert.throws(read, (e: unknown) => {
+      assert.ok(e instanceof ConvertInputError);
+      assert.strictEqual(e.input, 2);
+      assert.strictEqual(e.line, 3);
+      assert.match(e.message, /not valid UTF-8/);
+      return true;
+    });
+  }
+  assert.strictEqual(src.line(3), '{"a":"\uFFFD ok"}');
 });
 
 Deno.test("inIndexOrderOfFailure: the failure of the smallest index wins, whatever the timing", async () => {

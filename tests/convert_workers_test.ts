@@ -1,8 +1,9 @@
 /**
  * Conversion in Deno Workers against conversion in process: for the same inputs both write the same
  * files (paths, partitions, row counts, row groups, schemas) with the same rows in the same order, the
- * same dedupe counters, and fail with the same typed error on a bad line. Small batches, files and
- * buffers make many batches in flight, split partitions and early flushes.
+ * same dedupe counters, and fail with the same typed error on a bad line. Inputs given as byte chunks
+ * (cut anywhere, as landing segments are read) convert exactly as the same lines given as strings.
+ * Small batches, files and buffers make many batches in flight, split partitions and early flushes.
  *
  * @module
  */
@@ -45,7 +46,27 @@ function linesInput(type: string, lines: readonly string[]): ConvertInput {
   };
 }
 
-async function dataset(root: string): Promise<{ inputs: ConvertInput[]; obs: string[] }> {
+/** `lines` as UTF-8 NDJSON in chunks of `chunkBytes` (cutting lines and characters anywhere). */
+function bytesInput(type: string, lines: readonly (string | Uint8Array)[], chunkBytes = 777): ConvertInput {
+  const parts = lines.map((l) => typeof l === "string" ? new TextEncoder().encode(l) : l);
+  const all = new Uint8Array(parts.reduce((n, p) => n + p.length + 1, 0));
+  let at = 0;
+  for (const p of parts) {
+    all.set(p, at);
+    all[at += p.length] = 10;
+    at++;
+  }
+  return {
+    type,
+    bytes: async function* () {
+      for (let i = 0; i < all.length; i += chunkBytes) yield all.slice(i, i + chunkBytes);
+    },
+  };
+}
+
+async function dataset(
+  root: string,
+): Promise<{ inputs: ConvertInput[]; byteInputs: ConvertInput[]; obs: string[] }> {
   const gen = join(root, "gen");
   await generate({
     patients: 30,
@@ -62,10 +83,10 @@ async function dataset(root: string): Promise<{ inputs: ConvertInput[]; obs: str
   const inputs: ConvertInput[] = GENERATED_RESOURCE_TYPES.filter((t) => t !== "Observation")
     .map((type) => ({ type, path: join(gen, `${type}.ndjson`) }));
   // Observations in three inputs (dedupe across inputs), one with blank lines.
-  inputs.push(linesInput("Observation", obs.slice(0, third)));
-  inputs.push(linesInput("Observation", ["", ...obs.slice(third, 2 * third), "  "]));
-  inputs.push(linesInput("Observation", obs.slice(2 * third)));
-  return { inputs, obs };
+  const parts = [obs.slice(0, third), ["", ...obs.slice(third, 2 * third), "  "], obs.slice(2 * third)];
+  const byteInputs = [...inputs, ...parts.map((p) => bytesInput("Observation", p))];
+  inputs.push(...parts.map((p) => linesInput("Observation", p)));
+  return { inputs, byteInputs, obs };
 }
 
 function options(
@@ -94,10 +115,10 @@ function options(
 Deno.test("convert: workers and in process write the same lake", async () => {
   const root = await Deno.makeTempDir({ prefix: "convert-workers-" });
   try {
-    const { inputs } = await dataset(root);
+    const { inputs, byteInputs } = await dataset(root);
     const lakes: Record<string, string> = {};
     const results: Record<string, Awaited<ReturnType<typeof convert>>> = {};
-    const runs: [string, Partial<ConvertOptions>][] = [
+    const runs: [string, Partial<ConvertOptions>, ConvertInput[]?][] = [
       ["inprocess", { workers: 0, batchBytes: 20_000 }],
       ["workers2", { workers: 2, batchBytes: 20_000 }],
       // No speculative evaluation: pass 1 only keys the lines, pass 2 reads and evaluates the winners.
@@ -106,10 +127,14 @@ Deno.test("convert: workers and in process write the same lake", async () => {
       // A small cache: speculation stops when it is full, and the inputs it could not hold are read again.
       ["workers2-smallcache", { workers: 2, batchBytes: 20_000, rowCacheBytes: 300_000 }],
       ["workers1-bigbatch", { workers: 1 }],
+      // The Observations as byte chunks.
+      ["inprocess-bytes", { workers: 0, batchBytes: 20_000 }, byteInputs],
+      ["workers2-bytes", { workers: 2, batchBytes: 20_000 }, byteInputs],
+      ["workers2-bytes-nocache", { workers: 2, batchBytes: 20_000, rowCacheBytes: 0 }, byteInputs],
     ];
-    for (const [name, extra] of runs) {
+    for (const [name, extra, given] of runs) {
       lakes[name] = join(root, name);
-      results[name] = await convert(await options(lakes[name], inputs, extra));
+      results[name] = await convert(await options(lakes[name], given ?? inputs, extra));
     }
     const a = await readLake(factory, lakes.inprocess);
     const b = await readLake(factory, lakes.workers2);
@@ -126,9 +151,14 @@ Deno.test("convert: workers and in process write the same lake", async () => {
       }));
     assert.deepStrictEqual(shape(b.manifest), shape(a.manifest));
     const others = await Promise.all(
-      ["inprocess-nocache", "workers2-nocache", "workers2-smallcache"].map((n) =>
-        readLake(factory, lakes[n])
-      ),
+      [
+        "inprocess-nocache",
+        "workers2-nocache",
+        "workers2-smallcache",
+        "inprocess-bytes",
+        "workers2-bytes",
+        "workers2-bytes-nocache",
+      ].map((n) => readLake(factory, lakes[n])),
     );
     for (const o of others) {
       assert.deepStrictEqual(shape(o.manifest), shape(a.manifest));
@@ -193,7 +223,7 @@ Deno.test("convert: workers and in process fail alike on a bad line", async (t) 
     );
     const bad = '{"resourceType":"Observation",';
     const half = Math.floor(obs.length / 2);
-    const cases: [string, string[][], (e: unknown) => boolean][] = [
+    const cases: [string, (string | Uint8Array)[][], (e: unknown) => boolean][] = [
       [
         "not JSON (pass 1)",
         [[...obs.slice(0, 300), bad, ...obs.slice(300)]],
@@ -223,17 +253,29 @@ Deno.test("convert: workers and in process fail alike on a bad line", async (t) 
           /view food_log: column kcal, row 0: expected a number, got string/.test(e.message) &&
           e.cause instanceof ArrowConversionError && e.cause.column === "kcal",
       ],
+      [
+        "bytes that are not UTF-8 (byte input only)",
+        [[...obs.slice(0, 40), new Uint8Array([0x7b, 0x22, 0xc3, 0x28, 0x22, 0x7d]), ...obs.slice(40)]],
+        (e) =>
+          e instanceof ConvertInputError && e.input === 0 && e.line === 41 &&
+          /not valid UTF-8/.test(e.message),
+      ],
     ];
     for (const [name, inputs, isExpected] of cases) {
       await t.step(name, async () => {
         const errors: unknown[] = [];
-        for (const [workers, rowCacheBytes] of [[0, undefined], [2, undefined], [0, 0], [2, 0]]) {
-          const lake = join(root, `${name.replace(/\W+/g, "-")}-${workers}-${rowCacheBytes}`);
-          const o = await options(lake, inputs.map((lines) => linesInput("Observation", lines)), {
-            workers,
-            rowCacheBytes,
-            batchBytes: 50_000,
-          });
+        const asBytes = inputs.some((lines) => lines.some((l) => typeof l !== "string"));
+        const forms = asBytes ? [true] : [false, true];
+        for (
+          const [workers, rowCacheBytes, bytes] of forms.flatMap((b) =>
+            [[0, undefined], [2, undefined], [0, 0], [2, 0]].map(([w, c]) => [w, c, b] as const)
+          )
+        ) {
+          const lake = join(root, `${name.replace(/\W+/g, "-")}-${workers}-${rowCacheBytes}-${bytes}`);
+          const given = inputs.map((lines) =>
+            bytes ? bytesInput("Observation", lines) : linesInput("Observation", lines as string[])
+          );
+          const o = await options(lake, given, { workers, rowCacheBytes, batchBytes: 50_000 });
           await assert.rejects(convert(o), (e: unknown) => {
             errors.push(e);
             return isExpected(e);

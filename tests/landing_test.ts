@@ -74,8 +74,8 @@ async function rejects<E extends Error>(
   assert.fail(`expected ${cls.name}, but it resolved`);
 }
 
-async function collect(it: AsyncIterable<string>): Promise<string[]> {
-  const out: string[] = [];
+async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
   for await (const l of it) out.push(l);
   return out;
 }
@@ -173,6 +173,16 @@ Deno.test("landing: append, seal and read back the exact lines; manifest counts"
     assert.deepStrictEqual(segFiles(dir, ".open"), []);
     assert.deepStrictEqual(await readAll(zone, "Patient"), patients);
     assert.deepStrictEqual(await readAll(zone, "Observation"), obs);
+    // The bulk form: one verified plaintext per appended batch, whole LF-terminated lines.
+    const [obsSegment] = zone.sealedSegments("Observation");
+    const chunks = await collect(zone.readChunks(obsSegment.segmentId));
+    assert.strictEqual(chunks.length, 2);
+    const td = new TextDecoder();
+    assert.deepStrictEqual(chunks.map((c) => td.decode(c)), [
+      obs.slice(0, 100).join("\n") + "\n",
+      obs.slice(100).join("\n") + "\n",
+    ]);
+    await rejects(() => collect(zone.readChunks("ff".repeat(16))), LandingStateError);
 
     const m = zone.manifest();
     assert.deepStrictEqual(m.map((e) => [e.resourceType, e.records, e.batches, e.status]), [
@@ -843,6 +853,27 @@ Deno.test("landing: no clear PHI in any byte of the landing zone", async () => {
     } finally {
       await z2.close();
     }
+  });
+});
+
+Deno.test("landing: many published segments are all deleted (several at once)", async () => {
+  const kms = newKms();
+  await withTempDir(async (dir) => {
+    const z = await LandingZone.open(dir, kms, MASTER);
+    const ids: string[] = [];
+    for (let i = 0; i < 19; i++) {
+      await z.append("Observation", batch("Observation", `o${i}`, 2));
+      ids.push(...(await z.seal("Observation")).map((s) => s.segmentId));
+    }
+    await z.markPublished(ids.slice(0, 17));
+    assert.deepStrictEqual((await z.deletePublished()).sort(), ids.slice(0, 17).sort());
+    assert.deepStrictEqual(segFiles(dir, ".seg").sort(), ids.slice(17).map((id) => id + ".seg").sort());
+    assert.deepStrictEqual(z.manifest().map((s) => s.segmentId), ids.slice(17));
+    assert.deepStrictEqual(await readAll(z, "Observation"), [
+      ...batch("Observation", "o17", 2),
+      ...batch("Observation", "o18", 2),
+    ]);
+    await z.close();
   });
 });
 

@@ -2,14 +2,19 @@
  * Line batches: consecutive NDJSON lines of one input, the unit of work of both conversion passes (in
  * process or in a worker).
  *
- * The reader encodes the lines of a batch straight into one UTF-8 buffer ({@link EncodedBatch}): far
- * cheaper than joining the line strings, and the buffer can be transferred to a worker without a copy.
- * The work decodes it into one flat string ({@link LineBatch}), which is fast to scan and to slice.
- * A batch with a line that is not well-formed UTF-16 (a lone surrogate, which UTF-8 cannot carry) keeps
- * the joined text instead, so the lines are always exactly the lines read.
+ * A batch travels as one UTF-8 buffer ({@link EncodedBatch}) that can be transferred to a worker
+ * without a copy. Inputs that are bytes already (landing segments, files) are cut into batches at line
+ * feeds without ever becoming strings on the reading thread ({@link byteBatches}); inputs of line
+ * strings are encoded into the buffer ({@link lineBatches}), far cheaper than joining the strings. The
+ * work decodes the buffer line by line ({@link lineSource}) or into one flat string ({@link LineBatch}),
+ * which is fast to scan and to slice. A batch of strings with a line that is not well-formed UTF-16 (a
+ * lone surrogate, which UTF-8 cannot carry) keeps the joined text instead, so the lines are always
+ * exactly the lines read. Bytes that are not UTF-8 fail the line that holds them (`ConvertInputError`).
  *
  * @module
  */
+
+import { ConvertInputError } from "./errors.ts";
 
 /** Consecutive lines of one input, as the work sees them. */
 export interface LineBatch {
@@ -27,8 +32,13 @@ export interface LineBatch {
 export interface EncodedBatch {
   readonly input: number;
   readonly firstLine: number;
-  /** End offset of every line in the decoded text (UTF-16 code units). */
-  readonly ends: Int32Array;
+  /** Number of lines. */
+  readonly count: number;
+  /**
+   * End offset of every line in the decoded text (UTF-16 code units); absent for batches cut from bytes
+   * ({@link byteBatches}), where the decoded text is split at its line feeds.
+   */
+  readonly ends?: Int32Array;
   /** The lines joined by `\n`, UTF-8; owns its buffer. */
   readonly bytes?: Uint8Array<ArrayBuffer>;
   /** With {@link bytes}: end offset of every line in the bytes. */
@@ -42,6 +52,9 @@ export const DEFAULT_BATCH_BYTES = 4 << 20;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+const LF = new Uint8Array([10]);
+/** Decodes the lines of byte batches: bytes that are not UTF-8 fail their line. */
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
 
 /**
  * Groups `lines` of input `input` into batches of about `maxBytes` bytes. Line numbers count every
@@ -62,7 +75,7 @@ export async function* lineBatches(
   let wellFormed = true;
   let next = 1;
   const make = (): EncodedBatch => {
-    const common = { input, firstLine: next, ends: ends.slice(0, count) };
+    const common = { input, firstLine: next, count, ends: ends.slice(0, count) };
     const batch: EncodedBatch = wellFormed
       ? { ...common, bytes: buf.slice(0, pos - 1), byteEnds: byteEnds.slice(0, count) }
       : { ...common, text: pending.join("\n") };
@@ -101,9 +114,120 @@ export async function* lineBatches(
   if (count > 0) yield make();
 }
 
-/** The batch as text (decodes the UTF-8). */
+/**
+ * Groups UTF-8 NDJSON given as byte chunks (cut anywhere) into batches of about `maxBytes` bytes of
+ * whole lines, without decoding: lines end at LF, a trailing line without LF counts, line numbers count
+ * every line, blank ones included. Lines are kept byte for byte (a CR before the LF stays, as JSON
+ * whitespace). Each batch owns its buffer (transferable); the chunks are not kept.
+ */
+export async function* byteBatches(
+  chunks: AsyncIterable<Uint8Array>,
+  input: number,
+  maxBytes = DEFAULT_BATCH_BYTES,
+): AsyncGenerator<EncodedBatch> {
+  const capacity = maxBytes + 4096;
+  let buf = new Uint8Array(capacity);
+  let pos = 0;
+  /** Start in `buf` of the line not ended yet. */
+  let started = 0;
+  let byteEnds = new Int32Array(1024);
+  let count = 0;
+  let next = 1;
+  const make = (): EncodedBatch => {
+    // The batch takes the buffer up to its last complete line; a started line moves to a new buffer.
+    const end = count === 0 ? 0 : byteEnds[count - 1];
+    const batch: EncodedBatch = {
+      input,
+      firstLine: next,
+      count,
+      bytes: buf.subarray(0, end),
+      byteEnds: byteEnds.slice(0, count),
+    };
+    const fresh = new Uint8Array(Math.max(capacity, (pos - started) * 2));
+    fresh.set(buf.subarray(started, pos));
+    buf = fresh;
+    pos -= started;
+    started = 0;
+    next += count;
+    count = 0;
+    return batch;
+  };
+  /** Appends `bytes` to the buffer. */
+  const put = (bytes: Uint8Array) => {
+    if (buf.length - pos < bytes.length) {
+      const bigger = new Uint8Array(Math.max(buf.length * 2, pos + bytes.length));
+      bigger.set(buf.subarray(0, pos));
+      buf = bigger;
+    }
+    buf.set(bytes, pos);
+    pos += bytes.length;
+  };
+  for await (const chunk of chunks) {
+    // Copy whole runs of lines at once; cut a batch at the first LF past `maxBytes`.
+    let from = 0;
+    for (let nl = chunk.indexOf(10); nl !== -1; nl = chunk.indexOf(10, nl + 1)) {
+      if (count === byteEnds.length) {
+        const bigger = new Int32Array(count * 2);
+        bigger.set(byteEnds);
+        byteEnds = bigger;
+      }
+      const end = pos + nl - from;
+      byteEnds[count++] = end;
+      started = end + 1;
+      if (end >= maxBytes) {
+        put(chunk.subarray(from, nl + 1));
+        from = nl + 1;
+        yield make();
+      }
+    }
+    put(chunk.subarray(from));
+  }
+  if (pos > started) {
+    // A last line without LF.
+    if (count === byteEnds.length) {
+      const bigger = new Int32Array(count + 1);
+      bigger.set(byteEnds);
+      byteEnds = bigger;
+    }
+    byteEnds[count++] = pos;
+    put(LF);
+    started = pos;
+  }
+  if (count > 0) yield make();
+}
+
+/** Line `i` of a byte batch, decoded; bytes that are not UTF-8 throw `ConvertInputError`. */
+function decodeLine(b: EncodedBatch, i: number): string {
+  const ends = b.byteEnds!;
+  const bytes = b.bytes!.subarray(i === 0 ? 0 : ends[i - 1] + 1, ends[i]);
+  const line = decoder.decode(bytes);
+  // A fatal decoder is 4× slower in Deno: decode leniently, and check strictly only a line holding
+  // U+FFFD (a replacement, or that character written in the input).
+  if (line.includes("\uFFFD")) {
+    try {
+      strictDecoder.decode(bytes);
+    } catch (e) {
+      throw new ConvertInputError(b.input, b.firstLine + i, "not valid UTF-8 (fix or remove the line)", {
+        cause: e,
+      });
+    }
+  }
+  return line;
+}
+
+/** The batch as text (decodes the UTF-8; bytes that are not UTF-8 throw `ConvertInputError`). */
 export function decodeBatch(b: EncodedBatch): LineBatch {
-  return { input: b.input, firstLine: b.firstLine, ends: b.ends, text: b.text ?? decoder.decode(b.bytes!) };
+  const { input, firstLine } = b;
+  if (b.text !== undefined) return { input, firstLine, ends: b.ends!, text: b.text };
+  if (b.ends) return { input, firstLine, ends: b.ends, text: decoder.decode(b.bytes!) };
+  // Cut from bytes: decode line by line (a bad line is named), then split the text at its LFs.
+  const lines = new Array<string>(b.count);
+  for (let i = 0; i < b.count; i++) lines[i] = decodeLine(b, i);
+  const text = lines.join("\n");
+  const ends = new Int32Array(b.count);
+  let at = 0;
+  for (let i = 0; i < b.count; i++) ends[i] = at += lines[i].length + (i === 0 ? 0 : 1);
+  return { input, firstLine, ends, text };
 }
 
 /**
@@ -127,11 +251,13 @@ export function lineSource(b: EncodedBatch): LineSource {
   if (b.bytes) {
     const bytes = b.bytes;
     const ends = b.byteEnds!;
-    const line = (i: number) => decoder.decode(bytes.subarray(i === 0 ? 0 : ends[i - 1] + 1, ends[i]));
+    const line = b.ends
+      ? (i: number) => decoder.decode(bytes.subarray(i === 0 ? 0 : ends[i - 1] + 1, ends[i]))
+      : (i: number) => decodeLine(b, i);
     return {
       input,
       firstLine,
-      count: ends.length,
+      count: b.count,
       line,
       blank: (i) => {
         const start = i === 0 ? 0 : ends[i - 1] + 1;
@@ -152,7 +278,7 @@ export function lineSource(b: EncodedBatch): LineSource {
 
 /** Buffers of `b` to transfer to a worker (the batch is unusable afterwards). */
 export function batchTransferables(b: EncodedBatch): ArrayBuffer[] {
-  const out = [b.ends.buffer as ArrayBuffer];
+  const out: ArrayBuffer[] = b.ends ? [b.ends.buffer as ArrayBuffer] : [];
   if (b.bytes) out.push(b.bytes.buffer, b.byteEnds!.buffer as ArrayBuffer);
   return out;
 }

@@ -40,7 +40,7 @@ import type { KmsConnectionConfig } from "../../kms/client.ts";
 import type { CryptoFactory } from "../../kms/crypto_factory.ts";
 import type { PmeAlgorithm } from "../../pme/mod.ts";
 import type { BatchResult } from "./batch_work.ts";
-import { DEFAULT_BATCH_BYTES, type EncodedBatch, lineBatches } from "./batches.ts";
+import { byteBatches, DEFAULT_BATCH_BYTES, type EncodedBatch, lineBatches } from "./batches.ts";
 import { DedupeIndex, type DedupeStats } from "./dedupe.ts";
 import { ConvertConfigError } from "./errors.ts";
 import { type BatchExecutor, InProcessExecutor, WorkerExecutor } from "./executor.ts";
@@ -68,9 +68,13 @@ export {
   readManifest,
 } from "./manifest.ts";
 
-/** One NDJSON input of one resource type. It is read twice, so it must be re-readable. */
+/**
+ * One NDJSON input of one resource type: a file, UTF-8 byte chunks cut anywhere (the cheap form for bulk
+ * input, e.g. `LandingZone.readChunks`), or line strings. It may be read twice, so it must be re-readable.
+ */
 export type ConvertInput =
   | { type: string; path: string }
+  | { type: string; bytes: () => AsyncIterable<Uint8Array> }
   | { type: string; lines: () => AsyncIterable<string> };
 
 /** Options of {@link convert}. */
@@ -179,8 +183,10 @@ interface TypeContext {
 
 /** Line batches of an input, read ahead while the workers are busy. */
 function readBatches(c: TypeContext, input: ConvertInput, i: number): AsyncIterable<EncodedBatch> {
-  const lines = "path" in input ? readLines(input.path) : input.lines();
-  return readAhead(lineBatches(lines, i, c.batchBytes), c.exec.inFlight);
+  const batches = "bytes" in input
+    ? byteBatches(input.bytes(), i, c.batchBytes)
+    : lineBatches("path" in input ? readLines(input.path) : input.lines(), i, c.batchBytes);
+  return readAhead(batches, c.exec.inFlight);
 }
 
 /** Both passes over the inputs of one resource type (see the module notes); its dedupe counters. */
@@ -242,7 +248,7 @@ async function convertType(c: TypeContext, phases: ConvertResult["phases"]): Pro
         continue;
       }
       await ordered(readBatches(c, input, i), exec.inFlight, (b) => {
-        const winners = index.winnerMask(i, b.firstLine, b.ends.length);
+        const winners = index.winnerMask(i, b.firstLine, b.count);
         return winners.includes(1) ? exec.eval(type, viewIndexes, b, winners) : undefined;
       }, (r) => append(r, null));
     }

@@ -45,7 +45,7 @@ import {
   type RecoveryReport,
   registerSealedSegment,
 } from "./recovery.ts";
-import { readSegment } from "./segment_reader.ts";
+import { readSegment, readSegmentChunks } from "./segment_reader.ts";
 import { type SealedSegment, SegmentWriter } from "./segment_writer.ts";
 
 /** Options of {@link LandingZone.open}. */
@@ -494,6 +494,19 @@ export class LandingZone {
   }
 
   /**
+   * The plaintext of a sealed segment listed in the manifest, chunk by chunk (whole LF-terminated
+   * NDJSON lines), verified (see {@link readSegmentChunks}). The bulk form of {@link read}.
+   */
+  readChunks(segmentId: string): AsyncGenerator<Uint8Array<ArrayBuffer>, void, undefined> {
+    this.#check();
+    const e = this.#entry(segmentId);
+    return readSegmentChunks(this.segmentPath(segmentId), this.#kms, {
+      expectedSegmentId: segmentId,
+      expectedResourceType: e.resourceType,
+    });
+  }
+
+  /**
    * Marks sealed segments as published (conversion has durably published their rows); atomic over
    * all `ids`. Unknown ids throw {@link LandingStateError} and nothing is marked; already published
    * ones are left as they are.
@@ -518,9 +531,10 @@ export class LandingZone {
 
   /**
    * Deletes the published segments: each file's header JSON (with the wrapped data key) is
-   * overwritten with zeros and fdatasync'd, then the file is unlinked; the directory is fsynced and
-   * the entries leave the manifest (atomically). Sealed, unpublished segments are never deleted.
-   * Returns the ids deleted.
+   * overwritten with zeros and fdatasync'd, then the file is unlinked (up to 8 files at once); the
+   * directory is fsynced and the entries leave the manifest (atomically). Sealed, unpublished segments
+   * are never deleted. On a failure the manifest is left as it is and the first error is thrown; a
+   * later call finishes the job. Returns the ids deleted.
    */
   deletePublished(): Promise<string[]> {
     try {
@@ -531,7 +545,18 @@ export class LandingZone {
     return this.#manifestLock.run(async () => {
       const victims = this.#manifest.segments.filter((s) => s.status === "published");
       if (victims.length === 0) return [];
-      for (const s of victims) await shredAndRemove(join(this.dir, s.file), s.segmentId);
+      // Several at once: each waits on its own fdatasync. A failure stops the rest and leaves the
+      // manifest as it is (files already gone are skipped next time).
+      let next = 0;
+      const failures: unknown[] = [];
+      const shredder = async () => {
+        while (next < victims.length && failures.length === 0) {
+          const s = victims[next++];
+          await shredAndRemove(join(this.dir, s.file), s.segmentId).catch((e) => failures.push(e));
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(SHRED_CONCURRENCY, victims.length) }, shredder));
+      if (failures.length > 0) throw failures[0];
       await syncDir(this.dir);
       const gone = new Set(victims.map((s) => s.segmentId));
       await this.#update((cur) => cur.filter((s) => !gone.has(s.segmentId)));
@@ -569,6 +594,9 @@ export class LandingZone {
 }
 
 /** Overwrites the header JSON of a segment file with zeros, syncs, and unlinks it. */
+/** Segments shredded at once by {@link LandingZone.deletePublished}. */
+const SHRED_CONCURRENCY = 8;
+
 async function shredAndRemove(path: string, segmentId: string): Promise<void> {
   let file: Deno.FsFile;
   try {

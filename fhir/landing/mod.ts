@@ -34,6 +34,7 @@ export { type RecoveredFile, type RecoveryAction, type RecoveryReport } from "./
 export {
   readHeader,
   readSegment,
+  readSegmentChunks,
   type ReadSegmentOptions,
   type SegmentSummary,
   verifySegment,

@@ -90,6 +90,28 @@ async function* verifiedChunks(seg: OpenedSegment, kms: KmsClient, options: Read
 }
 
 /**
+ * The plaintext of the segment at `path`, chunk by chunk in append order, each verified before it is
+ * yielded: UTF-8 NDJSON, every chunk a run of whole lines each ending in LF. The cheap way to read a
+ * segment in bulk (no per-line strings); {@link readSegment} gives the lines. Throws as
+ * {@link readSegment} does.
+ */
+export async function* readSegmentChunks(
+  path: string,
+  kms: KmsClient,
+  options: ReadSegmentOptions = {},
+): AsyncGenerator<Uint8Array<ArrayBuffer>, void, undefined> {
+  const seg = await openForRead(path, options);
+  try {
+    for await (const c of verifiedChunks(seg, kms, options)) {
+      if (c.final) break;
+      yield c.plaintext;
+    }
+  } finally {
+    seg.file.close();
+  }
+}
+
+/**
  * The NDJSON lines of the segment at `path`, in append order, each verified before it is yielded.
  * Throws {@link LandingAuthError} (modified, reordered or spliced chunk), {@link LandingTruncatedError}
  * (final chunk or part of a chunk missing), {@link LandingFormatError} (not a segment, renamed file,
@@ -100,19 +122,13 @@ export async function* readSegment(
   kms: KmsClient,
   options: ReadSegmentOptions = {},
 ): AsyncGenerator<string, void, undefined> {
-  const seg = await openForRead(path, options);
-  try {
-    for await (const c of verifiedChunks(seg, kms, options)) {
-      if (c.final) break;
-      const text = td.decode(c.plaintext);
-      let start = 0;
-      for (let i = text.indexOf("\n"); i !== -1; i = text.indexOf("\n", start)) {
-        yield text.slice(start, i);
-        start = i + 1;
-      }
+  for await (const plaintext of readSegmentChunks(path, kms, options)) {
+    const text = td.decode(plaintext);
+    let start = 0;
+    for (let i = text.indexOf("\n"); i !== -1; i = text.indexOf("\n", start)) {
+      yield text.slice(start, i);
+      start = i + 1;
     }
-  } finally {
-    seg.file.close();
   }
 }
 
