@@ -16,7 +16,6 @@ import { batchTransferables, decodeBatch, type EncodedBatch, lineSource } from "
 import { batchEval, type BatchKeys, batchKeys, type BatchResult, type BatchView } from "./batch_work.ts";
 import { ConvertConfigError } from "./errors.ts";
 import { type PostedError, reviveError } from "./posted_error.ts";
-import { encodeParquet } from "./parquet_encode.ts";
 import type { ProjectView } from "./views.ts";
 
 /** Runs batch work; see the module notes. */
@@ -53,7 +52,15 @@ export function batchView(view: ProjectView): BatchView {
   };
 }
 
-/** Runs the work synchronously in the calling thread. */
+/**
+ * The Parquet encoder (apache-arrow and parquet-wasm, whose 5 MB module compiles on import), loaded on
+ * first use: a process whose workers encode never loads it, and a worker loads it while it evaluates.
+ */
+export function loadParquetEncoder(): Promise<typeof import("./parquet_encode.ts")> {
+  return import("./parquet_encode.ts");
+}
+
+/** Runs the work synchronously in the calling thread (Parquet encoding after a first, lazy load). */
 export class InProcessExecutor implements BatchExecutor {
   readonly inFlight = 1;
   readonly #views: BatchView[];
@@ -83,11 +90,10 @@ export class InProcessExecutor implements BatchExecutor {
     }
   }
 
-  parquet(view: number, rows: ColumnBatch, rowGroupRows: number): Promise<Uint8Array> {
+  async parquet(view: number, rows: ColumnBatch, rowGroupRows: number): Promise<Uint8Array> {
     try {
-      return Promise.resolve(encodeParquet(this.#views[view].compiled, rows, rowGroupRows));
-    } catch (e) {
-      return Promise.reject(e);
+      const { encodeParquet } = await loadParquetEncoder();
+      return encodeParquet(this.#views[view].compiled, rows, rowGroupRows);
     } finally {
       wipeColumnBatch(rows);
     }

@@ -11,6 +11,7 @@ import { decodeBatch, lineSource } from "./batches.ts";
 import {
   batchView,
   keysTransferables,
+  loadParquetEncoder,
   resultTransferables,
   type WorkerRequest,
   type WorkerResponse,
@@ -33,7 +34,7 @@ let parquet: Promise<typeof import("./parquet_encode.ts")> | undefined;
 scope.onmessage = async (e) => {
   const m = e.data;
   if (m.op === "init") {
-    parquet = import("./parquet_encode.ts");
+    parquet = loadParquetEncoder();
     parquet.catch(() => {}); // reported by the first parquet request
     try {
       views = m.views.map((v) =>
