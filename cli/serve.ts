@@ -33,10 +33,12 @@ export function defaultValidationWorkers(cores = availableParallelism()): number
 export const SERVE_USAGE =
   `Usage: deno task cli serve --data DIR --port N [--kms local --keystore FILE | --kms vault ...]
           [--clients FILE] [--landing-master-key ID] [--max-body-mb 32] [--validation-workers N]
+          [--max-imports 4]
   FHIR R4 ingest server on 127.0.0.1: POST/PUT resources, batch/transaction Bundles, POST /fhir/$import.
   Accepted resources are encrypted and fsync'd into DIR/landing/ before the response.
   --validation-workers N: validate in N worker threads (default: one per core, here ${defaultValidationWorkers()});
-  0 validates on the main thread.`;
+  0 validates on the main thread.
+  --max-imports N: $import requests served at once (default 4); more get 429 with Retry-After.`;
 
 async function readClients(path: string): Promise<Record<string, string>> {
   let o: unknown;
@@ -66,6 +68,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
       "landing-master-key": { type: "string" },
       "max-body-mb": { type: "string" },
       "validation-workers": { type: "string" },
+      "max-imports": { type: "string" },
       ...KMS_OPTIONS,
     },
   });
@@ -82,6 +85,11 @@ export async function serveCommand(argv: string[]): Promise<number> {
     : NaN;
   if (!Number.isInteger(validationWorkers) || validationWorkers < 0 || validationWorkers > 64) {
     throw new UsageError("--validation-workers must be an integer 0..64 (0: validate on the main thread)");
+  }
+  const importsArg = values["max-imports"] ?? "4";
+  const maxImports = /^\d{1,4}$/.test(importsArg) ? Number(importsArg) : NaN;
+  if (!(maxImports >= 1 && maxImports <= 1000)) {
+    throw new UsageError("--max-imports must be an integer 1..1000");
   }
   const masterKeyId = values["landing-master-key"] ?? DEFAULT_MASTER_KEYS.landing;
   await Deno.mkdir(values.data, { recursive: true, mode: 0o700 });
@@ -109,6 +117,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
       clients,
       maxBodyBytes,
       validationWorkers,
+      maxConcurrentImports: maxImports,
       port,
       hostname: "127.0.0.1",
       signal: stop.signal,

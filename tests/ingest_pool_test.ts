@@ -485,6 +485,13 @@ Deno.test("pool: a worker that cannot start fails the handler's creation; bad si
         (e: unknown) => e instanceof UsageError && /--validation-workers/.test(e.message),
       );
     }
+    for (const n of ["0", "x", "1.5", "1001", "", " 2"]) {
+      await assert.rejects(
+        serveCommand(["--data", join(dir, "d"), `--max-imports=${n}`]),
+        (e: unknown) =>
+          e instanceof UsageError && /--max-imports must be an integer 1\.\.1000/.test(e.message),
+      );
+    }
     assert.equal((await Array.fromAsync(Deno.readDir(dir))).length, 0, "nothing created");
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -468,6 +468,48 @@ Deno.test("$import: streams a large body in bounded batches", async () => {
   assert.ok(sink.appendCalls >= total / 500 && sink.appendCalls <= total / 500 + 1);
 });
 
+Deno.test("$import: more imports at once than allowed → 429 throttled with Retry-After; others unaffected", async () => {
+  const sink = new MemorySink();
+  const handler = await createIngestHandler({
+    sink,
+    clients: { [TOKEN]: "app" },
+    maxBodyBytes: 256 * 1024,
+    maxConcurrentImports: 1,
+    onError: () => {},
+  });
+  const enc = new TextEncoder();
+  // The first import's body stays open until the test closes it.
+  let feed!: ReadableStreamDefaultController<Uint8Array>;
+  const body = new ReadableStream<Uint8Array>({ start: (c) => void (feed = c) });
+  const first = handler(ndjsonReq(body));
+  feed.enqueue(enc.encode(JSON.stringify(gen.Patient[0]) + "\n"));
+  await new Promise((r) => setTimeout(r, 20));
+
+  const second = await handler(ndjsonReq(JSON.stringify(gen.Patient[1]) + "\n"));
+  await expectOutcome(second, 429, "throttled");
+  assert.equal(second.headers.get("retry-after"), "5");
+  // Other requests go on; the throttled body was not stored.
+  assert.equal((await handler(req("POST", "/Patient", patient()))).status, 201);
+  assert.equal(sink.count, 1);
+
+  feed.enqueue(enc.encode(JSON.stringify(gen.Patient[2]) + "\n"));
+  feed.close();
+  const done = await first;
+  assert.equal(done.status, 200);
+  assert.equal(done.headers.get("x-accepted-count"), "2");
+  await done.body?.cancel();
+  // The slot is free again, also after an import that failed.
+  await expectOutcome(await handler(ndjsonReq("x", { "content-type": "text/plain" })), 415, "not-supported");
+  const third = await handler(ndjsonReq(JSON.stringify(gen.Patient[1]) + "\n"));
+  assert.equal(third.status, 200);
+  assert.equal(third.headers.get("x-accepted-count"), "1");
+  assert.equal(sink.count, 4);
+  await assert.rejects(
+    createIngestHandler({ sink, clients: {}, maxBodyBytes: 1, maxConcurrentImports: 0 }),
+    /maxConcurrentImports must be a positive integer/,
+  );
+});
+
 Deno.test("splitLines: CRLF, last line without newline, long line skipped", async () => {
   const enc = new TextEncoder();
   const s = new Blob([enc.encode("ab\r\ncd\n" + "z".repeat(50) + "\nlast")]).stream();

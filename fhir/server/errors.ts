@@ -17,7 +17,8 @@ export type ServerIssueCode =
   | "too-long"
   | "duplicate"
   | "conflict"
-  | "transient";
+  | "transient"
+  | "throttled";
 
 /** An issue as the server reports it (OperationOutcome.issue). */
 export interface ServerIssue extends Omit<Issue, "code"> {

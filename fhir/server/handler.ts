@@ -13,8 +13,9 @@
  * Every error is an OperationOutcome with the element path in `expression`: 400 (not FHIR JSON, wrong
  * structure, id mismatch, duplicate in a transaction), 401 (no/invalid token), 403 (client may not write
  * the type), 404 (unknown path or type), 405, 413 (body over `maxBodyBytes`), 415 (content type), 422
- * (valid JSON breaking a value rule, binding, profile or the allow-list), 500 (sink failure, validation
- * worker failure), 503 (shutting down: server.ts).
+ * (valid JSON breaking a value rule, binding, profile or the allow-list), 429 (more `$import` requests
+ * than `maxConcurrentImports` at once; `Retry-After`), 500 (sink failure, validation worker failure), 503
+ * (shutting down: server.ts).
  *
  * On acceptance the server sets `meta.versionId` (a decimal number that increases with every write of
  * this server process: a clock in microseconds, not a version count, since the server keeps no store)
@@ -83,6 +84,11 @@ export interface IngestOptions {
   maxImportIssues?: number;
   /** Largest entries in a Bundle (default 10 000). */
   maxBundleEntries?: number;
+  /**
+   * `$import` requests served at once (default 4); one more gets 429 `throttled` with `Retry-After`. Each
+   * holds its validation batches and per-type append buffers, so this bounds the server's import memory.
+   */
+  maxConcurrentImports?: number;
   /**
    * Called with unexpected errors (500s) and validation worker failures. Receives the error only; default:
    * logs its name (and the message of a ValidationWorkerError, which names the worker, never data).
@@ -169,6 +175,10 @@ export async function createIngestHandler(options: IngestOptions): Promise<Inges
   if (!Number.isInteger(workers) || workers < 0) {
     throw new IngestConfigError("validationWorkers must be an integer ≥ 0");
   }
+  const maxConcurrentImports = options.maxConcurrentImports ?? 4;
+  if (!Number.isInteger(maxConcurrentImports) || maxConcurrentImports < 1) {
+    throw new IngestConfigError("maxConcurrentImports must be a positive integer");
+  }
   const auth = await Authenticator.create(options.clients);
   const onError = options.onError ?? defaultOnError;
   // The workers load the definitions while this thread does (single resources are checked here).
@@ -205,6 +215,7 @@ export async function createIngestHandler(options: IngestOptions): Promise<Inges
   const validationBatchBytes = options.validationBatchBytes ?? 1024 * 1024;
   /** $import batches of one request being validated at once (bounds its memory). */
   const importInFlight = pool ? 2 * pool.size : 1;
+  let importsRunning = 0;
 
   /** A validation worker failure as a 500 (the pool has reported crashes and timeouts already). */
   function workerFailure(e: unknown, stored: string): unknown {
@@ -589,7 +600,21 @@ export async function createIngestHandler(options: IngestOptions): Promise<Inges
       }
       if (segs.length === 1 && segs[0] === "$import") {
         if (req.method !== "POST") throw methodNotAllowed("POST");
-        return await ndjsonImport(req, client);
+        if (importsRunning >= maxConcurrentImports) {
+          throw HttpError.of(
+            429,
+            "throttled",
+            `${maxConcurrentImports} $import requests are running; send this one again later`,
+            undefined,
+            { "retry-after": "5" },
+          );
+        }
+        importsRunning++;
+        try {
+          return await ndjsonImport(req, client);
+        } finally {
+          importsRunning--;
+        }
       }
       if (segs.length === 1) {
         if (req.method !== "POST") throw methodNotAllowed("POST");
@@ -641,6 +666,7 @@ const STATUS_TEXT: Record<number, string> = {
   404: "Not Found",
   405: "Method Not Allowed",
   422: "Unprocessable Entity",
+  429: "Too Many Requests",
 };
 
 /** Replaces `reference` values found in `map` (urn:uuid → Type/id), deep, returning a copy. */
