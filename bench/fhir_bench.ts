@@ -10,12 +10,20 @@
  * are excluded as DuckDB's instance creation is) on a fresh copy of the landing zone, once per
  * `--workers` value.
  *
- * Reported separately: ingest over HTTP into the `serve` subprocess (`$import` NDJSON in MB/s and
- * resources/s; single POSTs from 4 concurrent clients for a bounded time, resources/s), and an
- * ingest + conversion line (all of `$import`, then conversion) against the same DuckDB time.
+ * Scales: every `--patients` value (default 600 and 3000 patients × 30 days: ≈ 220 MB and ≈ 1.1 GB of
+ * Observation NDJSON) is generated, ingested and converted on its own. A conversion has a fixed cost per
+ * run (worker start-up and JIT warm-up, the files all written at the end, segment deletion) that DuckDB
+ * has far less of, so the ratio at the small scale measures start-up as much as throughput; the summary
+ * prints the ratio at each scale and, from the two ends, each side's fixed cost and marginal rate. The
+ * goal line reads the largest scale.
  *
- * `deno task bench:fhir [--patients 600] [--days 30] [--workers 0,2] [--repeat 1] [--post-seconds 10]
- *  [--skip-post] [--keep DIR]`
+ * Reported separately: ingest over HTTP into the `serve` subprocess (`$import` NDJSON in MB/s and
+ * resources/s; single POSTs from 4 concurrent clients for a bounded time, resources/s, at the first
+ * scale), and an ingest + conversion line (all of `$import`, then conversion) against the same DuckDB
+ * time.
+ *
+ * `deno task bench:fhir [--patients 600,3000] [--days 30] [--workers 0,2] [--repeat 1]
+ *  [--post-seconds 10] [--skip-post] [--keep DIR]`
  *
  * Prints counts and rates only, never resource content.
  *
@@ -170,52 +178,50 @@ export async function duckdbRun(ndjson: string, out: string): Promise<{ seconds:
   }
 }
 
-async function main(): Promise<void> {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      patients: { type: "string", default: "600" },
-      days: { type: "string", default: "30" },
-      workers: { type: "string", default: `0,${defaultConvertWorkers()}` },
-      repeat: { type: "string", default: "1" },
-      "post-seconds": { type: "string", default: "10" },
-      "skip-post": { type: "boolean" },
-      keep: { type: "string" },
-      "convert-only": { type: "boolean" },
-    },
-    allowPositionals: true,
-  });
-  if (values["convert-only"]) {
-    const [data, workers] = Deno.args.filter((a) => !a.startsWith("--"));
-    return await convertOnly(data, workers);
-  }
-  const workerCounts = values.workers.split(",").map(Number);
-  if (workerCounts.some((w) => !Number.isInteger(w) || w < 0)) throw new Error("--workers: e.g. 0,2");
-  const repeat = Number(values.repeat);
-  if (!Number.isInteger(repeat) || repeat < 1) throw new Error("--repeat: a positive integer");
-  const root = values.keep ?? await Deno.makeTempDir({ prefix: "fhir-bench-" });
+/** Options of one scale of the benchmark. */
+interface ScaleOptions {
+  patients: number;
+  days: number;
+  workerCounts: number[];
+  repeat: number;
+  /** Seconds of single POSTs (0: none). */
+  postSeconds: number;
+  /** Folder of this scale's data (removed afterwards unless `keep`). */
+  root: string;
+  keep: boolean;
+}
+
+/** What one scale measured. */
+interface ScaleResult {
+  patients: number;
+  days: number;
+  foodObs: number;
+  ndjsonBytes: number;
+  /** Best conversion seconds per worker count. */
+  ours: Map<number, number>;
+  duckdb: number;
+  importSeconds: number;
+}
+
+/** Generate → ingest (→ POSTs) → conversions and DuckDB at one scale; prints as it goes. */
+async function runScale(o: ScaleOptions): Promise<ScaleResult> {
+  const { root, workerCounts, repeat } = o;
   await Deno.mkdir(root, { recursive: true });
   try {
     const gen = join(root, "gen");
     const data = join(root, "data");
     const clients = join(root, "clients.json");
     await Deno.writeTextFile(clients, JSON.stringify({ [TOKEN]: "bench" }));
-    console.log(`cpus: ${cpus().length}; ${values.patients} patients × ${values.days} days`);
+    console.log(`\n== ${o.patients} patients × ${o.days} days (cpus: ${cpus().length})`);
 
     let t0 = performance.now();
-    const summary = await generate({
-      patients: Number(values.patients),
-      days: Number(values.days),
-      seed: "fhir-bench",
-      outDir: gen,
-    });
+    const summary = await generate({ patients: o.patients, days: o.days, seed: "fhir-bench", outDir: gen });
     const foodObs = summary.foodEntries + summary.reuploads + summary.enteredInError + summary.redelivered;
     const obsBytes = (await Deno.stat(join(gen, "Observation.ndjson"))).size;
     console.log(
       `generate: ${fmt(summary.foodEntries)} food entries (${fmt(foodObs)} food-log Observation lines, ` +
         `Observation.ndjson ${fmt(obsBytes / 1e6, 1)} MB) in ${fmt((performance.now() - t0) / 1000, 1)} s`,
     );
-
     // 1. Ingest: $import of every type, in ≈16 MB requests.
     let server = await startServer(data, clients);
     let bytes = 0;
@@ -245,12 +251,12 @@ async function main(): Promise<void> {
     );
 
     // 2. Single POSTs, 4 concurrent clients, bounded time, into a fresh data folder.
-    if (!values["skip-post"]) {
+    if (o.postSeconds > 0) {
       const postData = join(root, "post-data");
       server = await startServer(postData, clients);
       const obsLines = new TextDecoder().decode(await Deno.readFile(join(gen, "Observation.ndjson")))
         .split("\n").filter((l) => l);
-      const postMs = Number(values["post-seconds"]) * 1000;
+      const postMs = o.postSeconds * 1000;
       let posted = 0;
       let next = 0;
       t0 = performance.now();
@@ -310,18 +316,118 @@ async function main(): Promise<void> {
     const best = (w: number) => Math.min(...conversions.filter((c) => c.workers === w).map((c) => c.seconds));
     const primary = workerCounts[workerCounts.length - 1];
     console.log(
-      `\nratio ours/DuckDB (food-log Observations/s; best of ${repeat} each):\n` +
+      `ratio ours/DuckDB at ${o.patients} × ${o.days} (food-log Observations/s; best of ${repeat} each):\n` +
         workerCounts.map((w) =>
           `  conversion end to end, workers ${w}: encrypted landing → published encrypted lake:  ` +
-          `${fmt(duck.seconds / best(w), 2)}${w === primary ? "  ← primary" : ""}\n`
+          `${fmt(duck.seconds / best(w), 2)}\n`
         ).join("") +
         `  ingest ($import of all resources) + conversion (workers ${primary}):              ` +
-        `${fmt(duck.seconds / (importSec + best(primary)), 2)}\n` +
-        `  goal: conversion end to end ≥ 0.5`,
+        `${fmt(duck.seconds / (importSec + best(primary)), 2)}`,
     );
+    return {
+      patients: o.patients,
+      days: o.days,
+      foodObs,
+      ndjsonBytes: obsBytes,
+      ours: new Map(workerCounts.map((w) => [w, best(w)])),
+      duckdb: duck.seconds,
+      importSeconds: importSec,
+    };
   } finally {
-    if (!values.keep) await Deno.remove(root, { recursive: true });
+    if (!o.keep) await Deno.remove(root, { recursive: true });
   }
+}
+
+/**
+ * Time = fixed + n / rate through two scales (the smallest and the largest): the fixed cost of a run and
+ * the marginal rate, in food-log Observations/s.
+ */
+function linearFit(
+  a: { n: number; s: number },
+  b: { n: number; s: number },
+): { fixed: number; rate: number } {
+  const perItem = (b.s - a.s) / (b.n - a.n);
+  return { fixed: a.s - perItem * a.n, rate: 1 / perItem };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      patients: { type: "string", default: "600,3000" },
+      days: { type: "string", default: "30" },
+      workers: { type: "string", default: `0,${defaultConvertWorkers()}` },
+      repeat: { type: "string", default: "1" },
+      "post-seconds": { type: "string", default: "10" },
+      "skip-post": { type: "boolean" },
+      keep: { type: "string" },
+      "convert-only": { type: "boolean" },
+    },
+    allowPositionals: true,
+  });
+  if (values["convert-only"]) {
+    const [data, workers] = Deno.args.filter((a) => !a.startsWith("--"));
+    return await convertOnly(data, workers);
+  }
+  const workerCounts = values.workers.split(",").map(Number);
+  if (workerCounts.some((w) => !Number.isInteger(w) || w < 0)) throw new Error("--workers: e.g. 0,2");
+  const repeat = Number(values.repeat);
+  if (!Number.isInteger(repeat) || repeat < 1) throw new Error("--repeat: a positive integer");
+  const scales = values.patients.split(",").map(Number);
+  if (scales.some((n) => !Number.isInteger(n) || n < 1)) throw new Error("--patients: e.g. 600,3000");
+  scales.sort((a, b) => a - b);
+  const days = Number(values.days);
+  const root = values.keep ?? await Deno.makeTempDir({ prefix: "fhir-bench-" });
+  const results: ScaleResult[] = [];
+  try {
+    for (const [k, patients] of scales.entries()) {
+      results.push(
+        await runScale({
+          patients,
+          days,
+          workerCounts,
+          repeat,
+          // Single POSTs once, at the first scale.
+          postSeconds: k === 0 && !values["skip-post"] ? Number(values["post-seconds"]) : 0,
+          root: join(root, `p${patients}`),
+          keep: values.keep !== undefined,
+        }),
+      );
+    }
+  } finally {
+    if (!values.keep) await Deno.remove(root, { recursive: true }).catch(() => {});
+  }
+
+  const primary = workerCounts[workerCounts.length - 1];
+  console.log(
+    `\nsummary: conversion end to end (workers ${primary}) vs DuckDB, best of ${repeat} each\n` +
+      `  scale              food-log obs   NDJSON MB   ours s   DuckDB s   ratio\n` +
+      results.map((r) =>
+        `  ${`${r.patients} × ${r.days}`.padEnd(17)}${fmt(r.foodObs).padStart(13)}` +
+        `${fmt(r.ndjsonBytes / 1e6).padStart(12)}${fmt(r.ours.get(primary)!, 2).padStart(9)}` +
+        `${fmt(r.duckdb, 2).padStart(11)}${fmt(r.duckdb / r.ours.get(primary)!, 2).padStart(8)}\n`
+      ).join(""),
+  );
+  if (results.length > 1) {
+    const a = results[0];
+    const b = results[results.length - 1];
+    const ours = linearFit({ n: a.foodObs, s: a.ours.get(primary)! }, {
+      n: b.foodObs,
+      s: b.ours.get(primary)!,
+    });
+    const duck = linearFit({ n: a.foodObs, s: a.duckdb }, { n: b.foodObs, s: b.duckdb });
+    console.log(
+      `fixed cost per run and marginal rate (fit through the two ends):\n` +
+        `  ours:   ${fmt(ours.fixed, 2)} s + n / ${fmt(ours.rate)} food-log Observations/s\n` +
+        `  DuckDB: ${fmt(duck.fixed, 2)} s + n / ${fmt(duck.rate)} food-log Observations/s\n` +
+        `  marginal ratio: ${fmt(ours.rate / duck.rate, 2)}`,
+    );
+  }
+  const last = results[results.length - 1];
+  console.log(
+    `goal: conversion end to end ≥ 0.5 of DuckDB — at the largest scale (${last.patients} × ${last.days}): ` +
+      `${fmt(last.duckdb / last.ours.get(primary)!, 2)}`,
+  );
 }
 
 if (import.meta.main) await main();
