@@ -26,7 +26,12 @@ const OBS_ONLY = "test-token-obs-only-0123456789";
 const BASE = "http://ingest.test/fhir";
 
 async function setup(
-  extra: { maxBodyBytes?: number; maxLineBytes?: number; importBatchLines?: number } = {},
+  extra: {
+    maxBodyBytes?: number;
+    maxLineBytes?: number;
+    importBatchLines?: number;
+    maxConcurrentImports?: number;
+  } = {},
 ) {
   const sink = new MemorySink();
   const handler = await createIngestHandler({
@@ -35,6 +40,7 @@ async function setup(
     maxBodyBytes: extra.maxBodyBytes ?? 256 * 1024,
     maxLineBytes: extra.maxLineBytes,
     importBatchLines: extra.importBatchLines,
+    maxConcurrentImports: extra.maxConcurrentImports,
     onError: () => {},
   });
   return { sink, handler };
@@ -469,14 +475,7 @@ Deno.test("$import: streams a large body in bounded batches", async () => {
 });
 
 Deno.test("$import: more imports at once than allowed → 429 throttled with Retry-After; others unaffected", async () => {
-  const sink = new MemorySink();
-  const handler = await createIngestHandler({
-    sink,
-    clients: { [TOKEN]: "app" },
-    maxBodyBytes: 256 * 1024,
-    maxConcurrentImports: 1,
-    onError: () => {},
-  });
+  const { sink, handler } = await setup({ maxConcurrentImports: 1 });
   const enc = new TextEncoder();
   // The first import's body stays open until the test closes it.
   let feed!: ReadableStreamDefaultController<Uint8Array>;

@@ -56,6 +56,22 @@ const LF = new Uint8Array([10]);
 /** Decodes the lines of byte batches: bytes that are not UTF-8 fail their line. */
 const strictDecoder = new TextDecoder("utf-8", { fatal: true });
 
+/** `buf` (its first `used` bytes), or a copy in a larger buffer with room for `need` more bytes. */
+function roomFor(buf: Uint8Array<ArrayBuffer>, used: number, need: number): Uint8Array<ArrayBuffer> {
+  if (buf.length - used >= need) return buf;
+  const bigger = new Uint8Array(Math.max(buf.length * 2, used + need));
+  bigger.set(buf.subarray(0, used));
+  return bigger;
+}
+
+/** `a`, or a copy twice as large when its `used` entries fill it. */
+function roomForOne(a: Int32Array<ArrayBuffer>, used: number): Int32Array<ArrayBuffer> {
+  if (used < a.length) return a;
+  const bigger = new Int32Array(Math.max(16, used * 2));
+  bigger.set(a);
+  return bigger;
+}
+
 /**
  * Groups `lines` of input `input` into batches of about `maxBytes` bytes. Line numbers count every
  * line, blank ones included.
@@ -65,7 +81,7 @@ export async function* lineBatches(
   input: number,
   maxBytes = DEFAULT_BATCH_BYTES,
 ): AsyncGenerator<EncodedBatch> {
-  let buf = new Uint8Array(maxBytes + 4096);
+  let buf: Uint8Array<ArrayBuffer> = new Uint8Array(maxBytes + 4096);
   let pos = 0;
   let ends = new Int32Array(1024);
   let byteEnds = new Int32Array(1024);
@@ -86,22 +102,11 @@ export async function* lineBatches(
     return batch;
   };
   for await (const line of lines) {
-    if (count === ends.length) {
-      const bigger = new Int32Array(count * 2);
-      bigger.set(ends);
-      ends = bigger;
-      const biggerBytes = new Int32Array(count * 2);
-      biggerBytes.set(byteEnds);
-      byteEnds = biggerBytes;
-    }
+    ends = roomForOne(ends, count);
+    byteEnds = roomForOne(byteEnds, count);
     if (wellFormed && !line.isWellFormed()) wellFormed = false;
     if (wellFormed) {
-      const need = line.length * 3 + 1;
-      if (buf.length - pos < need) {
-        const bigger = new Uint8Array(Math.max(buf.length * 2, pos + need));
-        bigger.set(buf.subarray(0, pos));
-        buf = bigger;
-      }
+      buf = roomFor(buf, pos, line.length * 3 + 1);
       pos += encoder.encodeInto(line, buf.subarray(pos)).written;
       byteEnds[count] = pos;
       buf[pos++] = 10;
@@ -126,7 +131,7 @@ export async function* byteBatches(
   maxBytes = DEFAULT_BATCH_BYTES,
 ): AsyncGenerator<EncodedBatch> {
   const capacity = maxBytes + 4096;
-  let buf = new Uint8Array(capacity);
+  let buf: Uint8Array<ArrayBuffer> = new Uint8Array(capacity);
   let pos = 0;
   /** Start in `buf` of the line not ended yet. */
   let started = 0;
@@ -154,11 +159,7 @@ export async function* byteBatches(
   };
   /** Appends `bytes` to the buffer. */
   const put = (bytes: Uint8Array) => {
-    if (buf.length - pos < bytes.length) {
-      const bigger = new Uint8Array(Math.max(buf.length * 2, pos + bytes.length));
-      bigger.set(buf.subarray(0, pos));
-      buf = bigger;
-    }
+    buf = roomFor(buf, pos, bytes.length);
     buf.set(bytes, pos);
     pos += bytes.length;
   };
@@ -166,11 +167,7 @@ export async function* byteBatches(
     // Copy whole runs of lines at once; cut a batch at the first LF past `maxBytes`.
     let from = 0;
     for (let nl = chunk.indexOf(10); nl !== -1; nl = chunk.indexOf(10, nl + 1)) {
-      if (count === byteEnds.length) {
-        const bigger = new Int32Array(count * 2);
-        bigger.set(byteEnds);
-        byteEnds = bigger;
-      }
+      byteEnds = roomForOne(byteEnds, count);
       const end = pos + nl - from;
       byteEnds[count++] = end;
       started = end + 1;
@@ -184,11 +181,7 @@ export async function* byteBatches(
   }
   if (pos > started) {
     // A last line without LF.
-    if (count === byteEnds.length) {
-      const bigger = new Int32Array(count + 1);
-      bigger.set(byteEnds);
-      byteEnds = bigger;
-    }
+    byteEnds = roomForOne(byteEnds, count);
     byteEnds[count++] = pos;
     put(LF);
     started = pos;
@@ -196,10 +189,14 @@ export async function* byteBatches(
   if (count > 0) yield make();
 }
 
+/** Start offset of line `i` in the bytes of `b`. */
+function byteStart(b: EncodedBatch, i: number): number {
+  return i === 0 ? 0 : b.byteEnds![i - 1] + 1;
+}
+
 /** Line `i` of a byte batch, decoded; bytes that are not UTF-8 throw `ConvertInputError`. */
 function decodeLine(b: EncodedBatch, i: number): string {
-  const ends = b.byteEnds!;
-  const bytes = b.bytes!.subarray(i === 0 ? 0 : ends[i - 1] + 1, ends[i]);
+  const bytes = b.bytes!.subarray(byteStart(b, i), b.byteEnds![i]);
   const line = decoder.decode(bytes);
   // A fatal decoder is 4× slower in Deno: decode leniently, and check strictly only a line holding
   // U+FFFD (a replacement, or that character written in the input).
@@ -251,16 +248,14 @@ export function lineSource(b: EncodedBatch): LineSource {
   if (b.bytes) {
     const bytes = b.bytes;
     const ends = b.byteEnds!;
-    const line = b.ends
-      ? (i: number) => decoder.decode(bytes.subarray(i === 0 ? 0 : ends[i - 1] + 1, ends[i]))
-      : (i: number) => decodeLine(b, i);
+    const line = (i: number) => decodeLine(b, i);
     return {
       input,
       firstLine,
       count: b.count,
       line,
       blank: (i) => {
-        const start = i === 0 ? 0 : ends[i - 1] + 1;
+        const start = byteStart(b, i);
         if (start === ends[i]) return true;
         return bytes[start] !== 123 && line(i).trim() === "";
       },

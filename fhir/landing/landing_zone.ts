@@ -45,7 +45,7 @@ import {
   type RecoveryReport,
   registerSealedSegment,
 } from "./recovery.ts";
-import { readSegment, readSegmentChunks } from "./segment_reader.ts";
+import { readSegment, readSegmentChunks, type ReadSegmentOptions } from "./segment_reader.ts";
 import { type SealedSegment, SegmentWriter } from "./segment_writer.ts";
 
 /** Options of {@link LandingZone.open}. */
@@ -485,12 +485,7 @@ export class LandingZone {
    * Discard what was produced from it if iteration throws.
    */
   read(segmentId: string): AsyncGenerator<string, void, undefined> {
-    this.#check();
-    const e = this.#entry(segmentId);
-    return readSegment(this.segmentPath(segmentId), this.#kms, {
-      expectedSegmentId: segmentId,
-      expectedResourceType: e.resourceType,
-    });
+    return readSegment(...this.#readArgs(segmentId));
   }
 
   /**
@@ -498,12 +493,17 @@ export class LandingZone {
    * NDJSON lines), verified (see {@link readSegmentChunks}). The bulk form of {@link read}.
    */
   readChunks(segmentId: string): AsyncGenerator<Uint8Array<ArrayBuffer>, void, undefined> {
+    return readSegmentChunks(...this.#readArgs(segmentId));
+  }
+
+  /** Path, KMS and checks of a sealed segment to read (throws at once for an unknown one). */
+  #readArgs(segmentId: string): [string, KmsClient, ReadSegmentOptions] {
     this.#check();
     const e = this.#entry(segmentId);
-    return readSegmentChunks(this.segmentPath(segmentId), this.#kms, {
+    return [this.segmentPath(segmentId), this.#kms, {
       expectedSegmentId: segmentId,
       expectedResourceType: e.resourceType,
-    });
+    }];
   }
 
   /**
@@ -593,10 +593,10 @@ export class LandingZone {
   }
 }
 
-/** Overwrites the header JSON of a segment file with zeros, syncs, and unlinks it. */
 /** Segments shredded at once by {@link LandingZone.deletePublished}. */
 const SHRED_CONCURRENCY = 8;
 
+/** Overwrites the header JSON of a segment file with zeros, syncs, and unlinks it. */
 async function shredAndRemove(path: string, segmentId: string): Promise<void> {
   let file: Deno.FsFile;
   try {
