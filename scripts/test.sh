@@ -46,7 +46,7 @@ passed=$((passed + dp)); failed=$((failed + df))
 
 # The SQL-on-FHIR v2 conformance suite through the CLI; its standard test report is written to
 # .cache/sql-on-fhir-test-report.json and its counts join the totals.
-suite=../shared/testdata/sql-on-fhir-v2
+suite=tests/data/sql-on-fhir-v2
 if [ -d "$suite" ]; then
   if views_out=$("$DENO" run -A cli/main.ts views test "$suite" --report .cache/sql-on-fhir-test-report.json 2>&1); then
     line=$(printf '%s\n' "$views_out" | grep -E '^[0-9]+ passed, [0-9]+ failed$' | tail -n 1)

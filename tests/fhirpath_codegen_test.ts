@@ -16,7 +16,7 @@ import { viewColumns, type ViewSelect } from "../fhir/views/view_definition.ts";
 import { Prng } from "../fhir/prng.ts";
 import { generatedResources } from "./fixtures/generated.ts";
 
-const SUITE_DIR = fileURLToPath(new URL("../../shared/testdata/sql-on-fhir-v2/", import.meta.url));
+const SUITE_DIR = fileURLToPath(new URL("./data/sql-on-fhir-v2/", import.meta.url));
 const VIEWS_DIR = fileURLToPath(new URL("../views/", import.meta.url));
 
 type Outcome = { value: unknown[] } | { error: string };

@@ -1,6 +1,6 @@
 /**
  * SQL on FHIR v2 views: the official conformance suite (22 files, 134 tests, copied to
- * `shared/testdata/sql-on-fhir-v2/`) run in-process and through the CLI, plus unit tests of the
+ * `tests/data/sql-on-fhir-v2/`) run in-process and through the CLI, plus unit tests of the
  * FHIRPath compiler (syntax errors with positions, choice types, empty propagation, keys, decimals,
  * dates), of the view runner (forEachOrNull null rows, errors that never quote resource values) and of
  * the Arrow conversion (types, nulls, list columns, metadata).
@@ -27,7 +27,7 @@ import { ViewDefinitionError } from "../fhir/views/view_definition.ts";
 import { withTempDir } from "./fixtures/tmp.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const SUITE_DIR = fileURLToPath(new URL("../../shared/testdata/sql-on-fhir-v2/", import.meta.url));
+const SUITE_DIR = fileURLToPath(new URL("./data/sql-on-fhir-v2/", import.meta.url));
 
 /** Tests of the official suite we fail, as `file :: title`. Empty: all 134 pass. */
 const EXPECTED_FAILURES: string[] = [];

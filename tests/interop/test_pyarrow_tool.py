@@ -31,7 +31,7 @@ sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True  # keep tests/interop free of __pycache__
 import pyarrow_tool  # noqa: E402
 
-TESTING = "/work/shared/testdata/parquet-testing"
+TESTING = os.path.join(HERE, "..", "data", "parquet-testing")  # tests/data/parquet-testing
 KF_HEX = "30313233343536373839303132333435"  # ASCII "0123456789012345"
 KC1_HEX = "31323334353637383930313233343530"  # ASCII "1234567890123450"
 KC2_HEX = "31323334353637383930313233343531"
