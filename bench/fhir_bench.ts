@@ -36,7 +36,8 @@ import { join } from "node:path";
 import { cpus } from "node:os";
 import { DuckDBInstance } from "@duckdb/node-api";
 import { generate, GENERATED_RESOURCE_TYPES } from "../fhir/generator.ts";
-import { convertCommand, defaultConvertWorkers } from "../cli/convert.ts";
+import { CONVERSION_ROLES, openDataFolder } from "../app/data_folder.ts";
+import { convertLanding, defaultConvertWorkers } from "../app/convert_landing.ts";
 import { type Manifest, MANIFEST_FILE } from "../fhir/convert/mod.ts";
 
 const TOKEN = "fhir-bench-token-0123456789abcdef";
@@ -128,9 +129,9 @@ async function copyDir(from: string, to: string): Promise<void> {
 /** `--convert-only DATA WORKERS`: one timed conversion in this (fresh) process; prints its seconds. */
 async function convertOnly(data: string, workers: string): Promise<void> {
   const t0 = performance.now();
-  const code = await convertCommand(["--data", data, "--workers", workers]);
+  const folder = await openDataFolder(data, { needs: CONVERSION_ROLES });
+  await convertLanding(folder, { workers: Number(workers) });
   const seconds = (performance.now() - t0) / 1000;
-  if (code !== 0) throw new Error(`convert exited with ${code}`);
   console.log(JSON.stringify({ seconds }));
 }
 
@@ -378,6 +379,8 @@ async function main(): Promise<void> {
   scales.sort((a, b) => a - b);
   const days = Number(values.days);
   const root = values.keep ?? await Deno.makeTempDir({ prefix: "fhir-bench-" });
+  // The data folders' keystores (made by `serve` on first use) stay with the bench's files.
+  Deno.env.set("FHIR_PME_CONFIG_DIR", join(root, "config"));
   const results: ScaleResult[] = [];
   try {
     for (const [k, patients] of scales.entries()) {

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 
 function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -16,7 +16,8 @@ function freePort(): number {
 
 /**
  * Starts `cli serve --data DATA --clients CLIENTS [extra args]` and waits until `GET /fhir/metadata`
- * answers; `startMs` is how long that took.
+ * answers; `startMs` is how long that took. Default keystores go to `FHIR_PME_CONFIG_DIR`, else next to
+ * DATA.
  */
 export async function startServer(
   data: string,
@@ -39,6 +40,10 @@ export async function startServer(
       clients,
       ...extraArgs,
     ],
+    // A new data folder's keystore goes next to it, inside the benchmark's scratch folder.
+    env: {
+      FHIR_PME_CONFIG_DIR: Deno.env.get("FHIR_PME_CONFIG_DIR") ?? join(dirname(data), "fhir-pme-config"),
+    },
     stdin: "null",
     stdout: "null",
     stderr: "inherit",

@@ -10,29 +10,32 @@
  */
 
 import { parseArgs } from "node:util";
-import { join } from "node:path";
-import { LandingZone } from "../fhir/landing/mod.ts";
-import { convert, isIsoDate, loadProjectViews, utcDate } from "../fhir/convert/mod.ts";
+import { isIsoDate, utcDate } from "../fhir/convert/mod.ts";
+import { convertLanding, defaultConvertWorkers } from "../app/convert_landing.ts";
 import { UsageError } from "./keys.ts";
-import { KMS_OPTIONS } from "./kms_connect.ts";
-import { dataDirKms, DEFAULT_MASTER_KEYS } from "./data_dir.ts";
+import { KMS_OPTIONS, KMS_OPTIONS_USAGE, kmsSpecFromOptions } from "./kms_connect.ts";
+import { CONVERSION_ROLES, openDataFolder } from "../app/data_folder.ts";
 
 /** Usage of convert. */
 export const CONVERT_USAGE =
-  `Usage: deno task cli convert --data DIR [--until TIMESTAMP] [--views DIR] [--keep-segments]
-          [--conversion-date YYYY-MM-DD] [--workers N] [--row-cache-mb N]
-          [--kms local --keystore FILE | --kms vault ...]
-  Converts sealed landing segments of DIR/landing into encrypted Parquet under DIR/lake (views from
-  views/ by default), then deletes the converted segments (unless --keep-segments). Views that declare
-  %conversion_date (the dimension views) are partitioned by --conversion-date (default: today, UTC).
-  --workers N parses and evaluates the views in N worker threads (0: in process; default: the number
-  of CPUs, at most 4). --row-cache-mb N keeps up to N MiB of rows evaluated in the first pass so that
-  inputs are read once (default 256; 0 reads every input twice).`;
-
-/** Default `--workers`: one per CPU, at most 4. */
-export function defaultConvertWorkers(): number {
-  return Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1));
-}
+  `Usage: fhir-pme convert --data DIR [--until TIMESTAMP] [--views DIR] [--keep-segments]
+          [--conversion-date YYYY-MM-DD] [--workers N] [--row-cache-mb N] [KMS options]
+  Converts sealed landing segments of DIR/landing into encrypted Parquet under DIR/lake (column keys by
+  sensitivity class, footer key, manifest), then deletes the converted segments.
+  --data DIR                an existing data folder (made by init or serve); refused when it does not exist
+  --until TIMESTAMP         only segments sealed at or before this ISO time
+  --views DIR               ViewDefinitions (default: the project's views/)
+  --keep-segments           keep converted segments (marked published) instead of deleting them
+  --conversion-date DATE    partition of the dimension views (those declaring %conversion_date);
+                            default today, UTC
+  --workers N               parse and evaluate views in N worker threads (0: in process; default one per
+                            CPU, at most 4)
+  --row-cache-mb N          keep up to N MiB of first-pass rows so inputs are read once (default 256; 0
+                            reads every input twice)
+  ${KMS_OPTIONS_USAGE}
+  Without --kms the KMS recorded in DIR/fhir-pme.json is used. Refuses to start when a master key it
+  needs is missing or denied. The ingest server must not be running on DIR (one process owns a landing
+  zone at a time).`;
 
 /** Runs a conversion; returns the exit code. */
 export async function convertCommand(argv: string[]): Promise<number> {
@@ -64,54 +67,30 @@ export async function convertCommand(argv: string[]): Promise<number> {
   if (rowCacheMb !== undefined && (!Number.isInteger(rowCacheMb) || rowCacheMb < 0)) {
     throw new UsageError("--row-cache-mb must be an integer ≥ 0 (MiB)");
   }
-  const kms = await dataDirKms(values, values.data);
-  const views = await loadProjectViews(values.views ?? join(import.meta.dirname!, "..", "views"), {
-    conversionDate,
+  const folder = await openDataFolder(values.data, {
+    kms: kmsSpecFromOptions(values),
+    needs: CONVERSION_ROLES,
   });
-  const zone = await LandingZone.open(
-    join(values.data, "landing"),
-    await kms.client(),
-    DEFAULT_MASTER_KEYS.landing,
-  );
-  try {
-    const segments = zone.sealedSegments().filter((s) =>
-      s.status === "sealed" && (until === undefined || Date.parse(s.sealed) <= until)
-    );
-    if (segments.length === 0) {
-      console.log(
-        "nothing to convert: no sealed segments" + (values.until ? ` sealed by ${values.until}` : ""),
-      );
-      return 0;
-    }
-    const result = await convert({
-      inputs: segments.map((s) => ({ type: s.resourceType, bytes: () => zone.readChunks(s.segmentId) })),
-      views,
-      conversionDate,
-      workers,
-      ...(rowCacheMb === undefined ? {} : { rowCacheBytes: rowCacheMb * 1024 * 1024 }),
-      lakeDir: join(values.data, "lake"),
-      factory: kms.factory,
-      connection: kms.connection,
-      footerMasterKey: DEFAULT_MASTER_KEYS.footer,
-      masterKeys: {
-        "direct-identifier": DEFAULT_MASTER_KEYS["direct-identifier"],
-        "quasi-identifier": DEFAULT_MASTER_KEYS["quasi-identifier"],
-        clinical: DEFAULT_MASTER_KEYS.clinical,
-        technical: null,
-      },
-    });
-    await zone.markPublished(segments.map((s) => s.segmentId));
-    const deleted = values["keep-segments"] ? [] : await zone.deletePublished();
-    const rows = result.files.reduce((n, f) => n + f.rows, 0);
-    const p = result.phases;
+  const r = await convertLanding(folder, {
+    until,
+    viewsDir: values.views,
+    conversionDate,
+    workers,
+    rowCacheBytes: rowCacheMb === undefined ? undefined : rowCacheMb * 1024 * 1024,
+    keepSegments: values["keep-segments"],
+  });
+  if (r.segments === 0) {
     console.log(
-      `converted ${segments.length} segment(s) into ${result.files.length} file(s), ${rows} rows, in ` +
-        `${result.seconds.toFixed(1)} s (pass 1 ${p.pass1.toFixed(1)} s, pass 2 ${p.pass2.toFixed(1)} s, ` +
-        `last files ${p.write.toFixed(1)} s; ${workers} workers); ${deleted.length} segment(s) deleted; ` +
-        `manifest ${result.manifestPath}`,
+      "nothing to convert: no sealed segments" + (values.until ? ` sealed by ${values.until}` : ""),
     );
     return 0;
-  } finally {
-    await zone.close();
   }
+  const p = r.phases!;
+  console.log(
+    `converted ${r.segments} segment(s) into ${r.files.length} file(s), ${r.rows} rows, in ` +
+      `${r.seconds.toFixed(1)} s (pass 1 ${p.pass1.toFixed(1)} s, pass 2 ${p.pass2.toFixed(1)} s, ` +
+      `last files ${p.write.toFixed(1)} s; ${workers} workers); ${r.deletedSegments} segment(s) deleted; ` +
+      `manifest ${r.manifestPath}`,
+  );
+  return 0;
 }

@@ -1,37 +1,28 @@
 /**
- * The data folder of the ingest/convert commands: `DIR/landing/`, `DIR/lake/`, and — unless a KMS is
- * chosen with `--kms` — the embedded local keystore `DIR/keystore.json`, created on first use with
- * random master keys for the landing zone, the footer and each encrypted sensitivity class.
+ * Command-line side of the data folder (`app/data_folder.ts`): tells the user what was created.
  *
  * @module
  */
 
-import { join } from "node:path";
-import { existsSync } from "node:fs";
-import { LocalKeystore } from "../kms/local_keystore.ts";
-import { type KmsSelection, type KmsValues, selectKms } from "./kms_connect.ts";
+import type { DataFolderEvent } from "../app/data_folder.ts";
 
-/** Master key ids used by default. */
-export const DEFAULT_MASTER_KEYS = {
-  landing: "landing",
-  footer: "footer",
-  "direct-identifier": "identity",
-  "quasi-identifier": "quasi",
-  clinical: "clinical",
-} as const;
-
-/** The KMS of a data folder: the one chosen with `--kms`, else the embedded keystore (created as needed). */
-export async function dataDirKms(values: KmsValues, dataDir: string): Promise<KmsSelection> {
-  const chosen = selectKms(values);
-  if (chosen) return chosen;
-  await Deno.mkdir(dataDir, { recursive: true, mode: 0o700 });
-  const keystore = join(dataDir, "keystore.json");
-  if (!existsSync(keystore)) (await LocalKeystore.create(keystore)).close();
-  const ks = await LocalKeystore.open(keystore);
-  try {
-    for (const id of Object.values(DEFAULT_MASTER_KEYS)) if (!ks.has(id)) await ks.addKey(id);
-  } finally {
-    ks.close();
+/** Prints a data-folder event on stderr (paths and key ids only, never key bytes). */
+export function printDataFolderEvent(e: DataFolderEvent): void {
+  switch (e.kind) {
+    case "folder-created":
+      console.error(`created data folder ${e.dir}`);
+      break;
+    case "keystore-created":
+      console.error(
+        `created keystore ${e.keystore} (mode 0600, outside the data folder); back it up separately from ` +
+          "the data: without it nothing in the folder can be decrypted",
+      );
+      break;
+    case "master-keys-created":
+      console.error(`created master keys ${e.masterKeyIds.join(", ")} (random, 256-bit) in ${e.where}`);
+      break;
+    case "folder-adopted":
+      console.error(`adopted data folder ${e.dir} (record written)`);
+      break;
   }
-  return selectKms({ kms: "local", keystore })!;
 }

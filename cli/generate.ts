@@ -11,10 +11,12 @@ import { generate, GENERATED_RESOURCE_TYPES, type GenerateProgress } from "../fh
 import { UsageError } from "./keys.ts";
 
 /** Usage text of the generate area. */
-export const GENERATE_USAGE = `Synthetic data:
-  generate --patients N --days D --seed S --out DIR [--start YYYY-MM-DD] [--patients-per-dietitian K]
-      writes DIR/<Type>.ndjson (FHIR R4 NDJSON) and DIR/identifiers.txt (identifying strings of the
-      patients, one a line, for leak scans); the same seed gives identical files`;
+export const GENERATE_USAGE =
+  `Usage: fhir-pme generate --patients N --days D --seed S --out DIR [--start YYYY-MM-DD]
+          [--patients-per-dietitian K]
+  Synthetic Food Coach data (no real person): writes DIR/<Type>.ndjson (FHIR R4 NDJSON) and
+  DIR/identifiers.txt (identifying strings of the patients, one a line, for leak scans); the same seed
+  gives identical files.`;
 
 function positiveInt(value: string | undefined, option: string): number {
   if (value === undefined) throw new UsageError(`${option} is required`);
@@ -43,7 +45,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
     return 0;
   }
   if (positionals.length) {
-    throw new UsageError(`unexpected argument(s); ${GENERATE_USAGE.split("\n")[1].trim()}`);
+    throw new UsageError(`unexpected argument(s); ${GENERATE_USAGE.split("\n")[0]}`);
   }
   const patients = positiveInt(values.patients, "--patients");
   const days = positiveInt(values.days, "--days");

@@ -7,12 +7,11 @@
  * @module
  */
 
-import type { KmsClient, KmsConnectionConfig } from "../kms/client.ts";
-import { CryptoFactory, type EncryptionConfiguration } from "../kms/crypto_factory.ts";
-import { LocalKeystore } from "../kms/local_keystore.ts";
-import { localKmsClientFactory } from "../kms/local_kms.ts";
-import { VaultKmsClient, vaultKmsClientFactory } from "../kms/vault.ts";
+import type { EncryptionConfiguration } from "../kms/crypto_factory.ts";
+import { connectKms, type KmsSelection, type KmsSpec } from "../app/kms_selection.ts";
 import { UsageError } from "./keys.ts";
+
+export type { KmsSelection };
 
 /** parseArgs options selecting a KMS. */
 export const KMS_OPTIONS = {
@@ -37,21 +36,8 @@ export interface KmsValues {
   "vault-namespace"?: string;
 }
 
-/** A selected KMS: key tools, connection, and master-key administration. */
-export interface KmsSelection {
-  kind: "local" | "vault";
-  factory: CryptoFactory;
-  connection: KmsConnectionConfig;
-  /** The KMS client of the connection. */
-  client(): Promise<KmsClient>;
-  /** Adds a new version of a master key. */
-  rotateMasterKey(id: string): Promise<number>;
-  /** Versions below `version` of `id` no longer unwrap. */
-  setMinDecryptionVersion(id: string, version: number): Promise<void>;
-}
-
 /** The KMS the options select, or undefined when `--kms` is absent (and no KMS option is given). */
-export function selectKms(values: KmsValues): KmsSelection | undefined {
+export function kmsSpecFromOptions(values: KmsValues): KmsSpec | undefined {
   if (!values.kms) {
     for (const o of ["keystore", "vault-addr", "vault-mount", "vault-namespace"] as const) {
       if (values[o] !== undefined) throw new UsageError(`--${o} needs --kms`);
@@ -59,51 +45,33 @@ export function selectKms(values: KmsValues): KmsSelection | undefined {
     return undefined;
   }
   if (values.kms === "local") {
-    const path = values.keystore;
-    if (!path) throw new UsageError("--kms local needs --keystore FILE");
-    const factory = new CryptoFactory(localKmsClientFactory(path));
-    const withKeystore = async <T>(fn: (ks: LocalKeystore) => Promise<T>) => {
-      const ks = await LocalKeystore.open(path);
-      try {
-        return await fn(ks);
-      } finally {
-        ks.close();
-      }
-    };
-    return {
-      kind: "local",
-      factory,
-      connection: {},
-      client: () => factory.kmsClient({}),
-      rotateMasterKey: (id) => withKeystore((ks) => ks.rotate(id)),
-      setMinDecryptionVersion: (id, v) =>
-        withKeystore(async (ks) => void (await ks.setMinDecryptionVersion(id, v))),
-    };
+    if (!values.keystore) throw new UsageError("--kms local needs --keystore FILE");
+    for (const o of ["vault-addr", "vault-mount", "vault-namespace"] as const) {
+      if (values[o] !== undefined) throw new UsageError(`--${o} needs --kms vault`);
+    }
+    return { kind: "local", keystore: values.keystore };
   }
   if (values.kms === "vault") {
+    if (values.keystore !== undefined) throw new UsageError("--keystore needs --kms local");
     const address = values["vault-addr"] ?? Deno.env.get("VAULT_ADDR");
     if (!address) throw new UsageError("--kms vault needs --vault-addr URL (or VAULT_ADDR)");
     const token = Deno.env.get("VAULT_TOKEN");
     if (!token) throw new UsageError("--kms vault reads the token from VAULT_TOKEN, which is not set");
-    const mount = values["vault-mount"];
-    const namespace = values["vault-namespace"];
-    const factory = new CryptoFactory(vaultKmsClientFactory({ address, mount, namespace }));
-    const connection: KmsConnectionConfig = {
-      kmsInstanceUrl: address,
-      kmsInstanceId: mount,
-      keyAccessToken: token,
-    };
-    const admin = () => new VaultKmsClient({ address, token, mount, namespace });
     return {
       kind: "vault",
-      factory,
-      connection,
-      client: () => factory.kmsClient(connection),
-      rotateMasterKey: async (id) => (await admin().rotateMasterKey(id)).latestVersion,
-      setMinDecryptionVersion: async (id, v) => void (await admin().setMinDecryptionVersion(id, v)),
+      address,
+      token,
+      mount: values["vault-mount"],
+      namespace: values["vault-namespace"],
     };
   }
   throw new UsageError(`--kms must be local or vault, not ${JSON.stringify(values.kms)}`);
+}
+
+/** The connected KMS the options select, or undefined when `--kms` is absent. */
+export function selectKms(values: KmsValues): KmsSelection | undefined {
+  const spec = kmsSpecFromOptions(values);
+  return spec && connectKms(spec);
 }
 
 /** parseArgs options of the key tools' encryption configuration. */

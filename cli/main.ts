@@ -13,33 +13,56 @@ import { VIEWS_USAGE, viewsCommand } from "./views.ts";
 import { GENERATE_USAGE, generateCommand } from "./generate.ts";
 import { SERVE_USAGE, serveCommand } from "./serve.ts";
 import { CONVERT_USAGE, convertCommand } from "./convert.ts";
+import { INIT_USAGE, initCommand } from "./init.ts";
+import { DEMO_USAGE, demoCommand } from "./demo.ts";
+import { KMS_OPS_USAGE } from "./kms_ops.ts";
 
-const USAGE = `Usage: deno task cli <area> <command> [options]
+const USAGE = `Usage: fhir-pme <area> [<command>] [options]      (or: deno task cli ...)
 Areas:
-  pme   Parquet Modular Encryption: inspect, encrypt, decrypt, rekey
-  kms   Key management: the local keystore of master keys
-  views SQL on FHIR ViewDefinitions: run the conformance test suite
-  generate  Synthetic Food Coach data as FHIR NDJSON
-  serve The FHIR ingest server over the encrypted landing zone
-  convert  Landing zone → encrypted Parquet lake (views, dedupe, column keys by sensitivity)
+  demo      the main job end to end on synthetic data
+  init      create (or check) a data folder and its master keys
+  serve     the FHIR ingest server over the encrypted landing zone
+  convert   landing zone → encrypted Parquet lake (views, dedupe, column keys by sensitivity)
+  generate  synthetic Food Coach data as FHIR NDJSON
+  pme       Parquet Modular Encryption: inspect, encrypt, decrypt, rekey
+  kms       key management: local keystore, rotation, re-encryption
+  views     SQL on FHIR ViewDefinitions: run the conformance test suite
+"fhir-pme <area> --help" shows the usage of an area.`;
 
-${PME_USAGE}
+/** Usage of each area, shown by `--help`/`-h` anywhere on its command line. */
+const AREA_USAGE: Record<string, string> = {
+  demo: DEMO_USAGE,
+  init: INIT_USAGE,
+  serve: SERVE_USAGE,
+  convert: CONVERT_USAGE,
+  generate: GENERATE_USAGE,
+  pme: PME_USAGE,
+  kms: `${KMS_USAGE}\n\n${KMS_OPS_USAGE}`,
+  views: VIEWS_USAGE,
+};
 
-${KMS_USAGE}
-
-${GENERATE_USAGE}
-
-${VIEWS_USAGE}
-
-${SERVE_USAGE}
-
-${CONVERT_USAGE}`;
+/** True when the command line asks for help (`--help` or `-h` as an option, before any `--`). */
+function wantsHelp(argv: string[]): boolean {
+  for (const a of argv) {
+    if (a === "--") return false;
+    if (a === "--help" || a === "-h") return true;
+  }
+  return false;
+}
 
 /** Runs the CLI; returns the exit code. Errors become one line on stderr. */
 export async function main(argv: string[]): Promise<number> {
   const [area, ...rest] = argv;
+  if (wantsHelp(argv)) {
+    console.log(AREA_USAGE[area] ?? USAGE);
+    return 0;
+  }
   try {
     switch (area) {
+      case "init":
+        return await initCommand(rest);
+      case "demo":
+        return await demoCommand(rest);
       case "pme":
         return await pmeCommand(rest);
       case "kms":
@@ -61,7 +84,7 @@ export async function main(argv: string[]): Promise<number> {
         return 2;
       default:
         throw new UsageError(
-          `unknown area ${JSON.stringify(area)}; try "pme", "kms", "views", "generate", "serve" or "convert"`,
+          `unknown area ${JSON.stringify(area)}; try ${Object.keys(AREA_USAGE).join(", ")} (or --help)`,
         );
     }
   } catch (e) {
@@ -69,7 +92,11 @@ export async function main(argv: string[]): Promise<number> {
       e instanceof UsageError ||
       (e instanceof TypeError && "code" in e && String(e.code).startsWith("ERR_PARSE_ARGS"))
     ) {
-      console.error(`usage error: ${e.message.split("\n")[0]}`);
+      console.error(
+        `usage error: ${e.message.split("\n")[0]} (see: fhir-pme ${
+          area in AREA_USAGE ? `${area} ` : ""
+        }--help)`,
+      );
       return 2;
     }
     if (e instanceof PmeError || e instanceof KmsError) {

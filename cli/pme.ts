@@ -15,6 +15,7 @@ import {
   peekFooter,
   type PmeAlgorithm,
   PmeKeyMissingError,
+  PmeProtectionError,
   transcodeFile,
   type TranscodeResult,
 } from "../pme/mod.ts";
@@ -42,8 +43,12 @@ export const PME_USAGE = `Usage: deno task cli pme <command>
           [--aad-prefix TEXT] [--no-store-aad-prefix]
           [--page-v2-framing whole-body|levels-plaintext] [--page-checksums]
   rekey IN OUT [--key ID=KEY ...] [--aad-prefix TEXT]
-          --new-footer-key ID=KEY [--new-column-key PATH:ID=KEY ...]
+          --new-footer-key ID=KEY [--new-column-key PATH:ID=KEY ...] [--decrypt-column PATH ...]
           [--new-algorithm ...] [--new-plaintext-footer] [--new-aad-prefix TEXT] [--new-no-store-aad-prefix]
+        Without --new-column-key every column is encrypted with the new footer key. With them, a column
+        encrypted in IN that gets no new key is refused (nothing is written) unless named with
+        --decrypt-column PATH (a leaf or parent path; repeatable), which writes it in plaintext (also
+        next to the footer key without --new-column-key).
 A key is ID=HEX (32/48/64 hex digits) or ID=base64:B64; its key metadata is the UTF-8 bytes of ID.
 With a KMS (keys are fresh data keys wrapped by master keys; see also "kms"):
   encrypt IN OUT KMS ${KEY_TOOL_USAGE}
@@ -387,6 +392,7 @@ export async function pmeCommand(argv: string[]): Promise<number> {
           "new-aad-prefix": { type: "string" },
           "new-no-store-aad-prefix": { type: "boolean" },
           "page-v2-framing": { type: "string" },
+          "decrypt-column": { type: "string", multiple: true },
         },
       });
       const [input, output] = positionals(pos, 2, "IN OUT");
@@ -416,11 +422,26 @@ export async function pmeCommand(argv: string[]): Promise<number> {
       } finally {
         reader.close();
       }
-      const result = await transcodeFile(input, output, decryption, {
-        encryption,
-        onProgress: progressReporter("rekey"),
-      });
+      const decryptColumns = values["decrypt-column"]?.map((c) => c.trim());
+      if (decryptColumns?.some((c) => !c)) throw new UsageError("--decrypt-column needs a column path");
+      let result: TranscodeResult;
+      try {
+        result = await transcodeFile(input, output, decryption, {
+          encryption,
+          decryptColumns,
+          onProgress: progressReporter("rekey"),
+        });
+      } catch (e) {
+        if (!(e instanceof PmeProtectionError)) throw e;
+        throw e.withHint(
+          "give each a --new-column-key PATH:ID=KEY, or name it with --decrypt-column PATH to write it " +
+            "in plaintext on purpose",
+        );
+      }
       report(result, output, "re-keyed");
+      if (result.decryptedColumns.length) {
+        console.error(`written in plaintext as asked: ${result.decryptedColumns.join(", ")}`);
+      }
       return 0;
     }
     case "help":

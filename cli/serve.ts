@@ -3,8 +3,8 @@
  *
  * `deno task cli serve --data DIR --port N [--kms local --keystore FILE | --kms vault ...]
  * [--clients FILE] [--landing-master-key ID]` — landing zone under `DIR/landing/` (lake under
- * `DIR/lake/` once converted). Without `--kms` the embedded local keystore `DIR/keystore.json` is
- * used (created with a random landing master key if missing). `--clients FILE` is a JSON object
+ * `DIR/lake/` once converted). Without `--kms` the KMS recorded in the data folder is used; a new folder
+ * (missing or empty) is created on first use with a new local keystore outside it, and says so. `--clients FILE` is a JSON object
  * mapping bearer tokens to client names; without it a token is generated and printed once.
  * `--validation-workers N` validates in N worker threads (default defaultValidationWorkers(): one per
  * core; 0 = on the main thread); the server listens once they have loaded the definitions.
@@ -13,13 +13,13 @@
  */
 
 import { parseArgs } from "node:util";
-import { join } from "node:path";
 import { availableParallelism } from "node:os";
 import { LandingZone } from "../fhir/landing/mod.ts";
 import { startIngestServer } from "../fhir/server/mod.ts";
 import { UsageError } from "./keys.ts";
-import { KMS_OPTIONS } from "./kms_connect.ts";
-import { dataDirKms, DEFAULT_MASTER_KEYS } from "./data_dir.ts";
+import { KMS_OPTIONS, KMS_OPTIONS_USAGE, kmsSpecFromOptions } from "./kms_connect.ts";
+import { printDataFolderEvent } from "./data_dir.ts";
+import { INGEST_ROLES, openDataFolder } from "../app/data_folder.ts";
 
 /**
  * Validation workers when `--validation-workers` is not given: one per core (measured best on 2 cores,
@@ -30,15 +30,25 @@ export function defaultValidationWorkers(cores = availableParallelism()): number
 }
 
 /** Usage of serve. */
-export const SERVE_USAGE =
-  `Usage: deno task cli serve --data DIR --port N [--kms local --keystore FILE | --kms vault ...]
-          [--clients FILE] [--landing-master-key ID] [--max-body-mb 32] [--validation-workers N]
-          [--max-imports 4]
-  FHIR R4 ingest server on 127.0.0.1: POST/PUT resources, batch/transaction Bundles, POST /fhir/$import.
-  Accepted resources are encrypted and fsync'd into DIR/landing/ before the response.
-  --validation-workers N: validate in N worker threads (default: one per core, here ${defaultValidationWorkers()});
-  0 validates on the main thread.
-  --max-imports N: $import requests served at once (default 4); more get 429 with Retry-After.`;
+export const SERVE_USAGE = `Usage: fhir-pme serve --data DIR [--port 8080] [--clients FILE] [KMS options]
+          [--landing-master-key ID] [--max-body-mb 32] [--validation-workers N] [--max-imports 4]
+  FHIR R4 ingest server on 127.0.0.1: POST /fhir/{type}, PUT /fhir/{type}/{id}, POST /fhir (batch or
+  transaction Bundle), POST /fhir/$import (NDJSON), GET /fhir/metadata. Accepted resources are validated,
+  encrypted and fsync'd into DIR/landing/ before the response. Stops on SIGINT/SIGTERM (drains requests,
+  seals open segments).
+  --data DIR                the data folder; a new (missing or empty) folder is created on first use with
+                            a new local keystore OUTSIDE it (path printed; back it up separately)
+  --port N                  TCP port on 127.0.0.1 (default 8080; 0 picks a free port)
+  --clients FILE            JSON object {"<bearer token>": "<client name>"}; without it one token is
+                            generated and printed
+  --landing-master-key ID   master key of the landing zone (default: the folder's, normally "landing")
+  --max-body-mb N           largest request body (default 32)
+  --validation-workers N    validate in N worker threads (default one per core, here ${defaultValidationWorkers()};
+                            0 validates on the main thread)
+  --max-imports N           $import requests served at once (default 4); more get 429 with Retry-After
+  ${KMS_OPTIONS_USAGE}
+  Without --kms the KMS recorded in DIR/fhir-pme.json is used. The server refuses to start when a master
+  key it needs is missing or denied.`;
 
 async function readClients(path: string): Promise<Record<string, string>> {
   let o: unknown;
@@ -91,10 +101,14 @@ export async function serveCommand(argv: string[]): Promise<number> {
   if (!(maxImports >= 1 && maxImports <= 1000)) {
     throw new UsageError("--max-imports must be an integer 1..1000");
   }
-  const masterKeyId = values["landing-master-key"] ?? DEFAULT_MASTER_KEYS.landing;
-  await Deno.mkdir(values.data, { recursive: true, mode: 0o700 });
-
-  const kms = await dataDirKms(values, values.data);
+  const folder = await openDataFolder(values.data, {
+    kms: kmsSpecFromOptions(values),
+    create: true,
+    needs: INGEST_ROLES,
+    masterKeys: values["landing-master-key"] ? { landing: values["landing-master-key"] } : undefined,
+    onEvent: printDataFolderEvent,
+  });
+  const kms = folder.kms;
   let clients: Record<string, string>;
   let generated: string | undefined;
   if (values.clients) clients = await readClients(values.clients);
@@ -104,7 +118,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     clients = { [generated]: "default" };
   }
 
-  const zone = await LandingZone.open(join(values.data, "landing"), await kms.client(), masterKeyId, {
+  const zone = await LandingZone.open(folder.landingDir, await kms.client(), folder.masterKeys.landing, {
     autoRollIntervalMs: 10_000,
     onBackgroundError: (e) =>
       console.error(`landing zone: ${e instanceof Error ? e.name : "error"} while rolling`),
@@ -127,9 +141,9 @@ export async function serveCommand(argv: string[]): Promise<number> {
     throw e;
   }
   console.log(
-    `fhir-pme ingest listening on http://127.0.0.1:${server.addr.port}/fhir (landing: ${
-      join(values.data, "landing")
-    }; validation workers: ${validationWorkers || "none, inline"})`,
+    `fhir-pme ingest listening on http://127.0.0.1:${server.addr.port}/fhir (landing: ${folder.landingDir}; validation workers: ${
+      validationWorkers || "none, inline"
+    })`,
   );
   if (generated) console.log(`bearer token for client "default": ${generated}`);
   const shutdown = () => stop.abort();

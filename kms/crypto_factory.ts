@@ -68,8 +68,11 @@ const DEFAULT_LIFETIME_S = 600;
 export class CryptoFactory {
   #factory: KmsClientFactory;
   #clients: TwoLevelCache<Promise<KmsClient>>;
-  #writeKeks: TwoLevelCache<Promise<WriteKek>>;
+  /** KEKs for writing by KEK length, so that a file asking for longer KEKs never gets a shorter one. */
+  #writeKeks = new Map<number, TwoLevelCache<Promise<WriteKek>>>();
   #readKeks: TwoLevelCache<Promise<CryptoKey>>;
+  #lifetimeMs: number;
+  #now?: () => number;
 
   /** `cacheLifetimeSeconds` applies to the caches of this factory (clients, KEKs). */
   constructor(
@@ -77,10 +80,25 @@ export class CryptoFactory {
     options: { cacheLifetimeSeconds?: number; now?: () => number } = {},
   ) {
     this.#factory = factory;
-    const ms = (options.cacheLifetimeSeconds ?? DEFAULT_LIFETIME_S) * 1000;
-    this.#clients = new TwoLevelCache(ms, options.now);
-    this.#writeKeks = new TwoLevelCache(ms, options.now);
-    this.#readKeks = new TwoLevelCache(ms, options.now);
+    this.#lifetimeMs = (options.cacheLifetimeSeconds ?? DEFAULT_LIFETIME_S) * 1000;
+    this.#now = options.now;
+    this.#clients = new TwoLevelCache(this.#lifetimeMs, options.now);
+    this.#readKeks = new TwoLevelCache(this.#lifetimeMs, options.now);
+  }
+
+  /** The cache of write KEKs of one length. */
+  #writeKekCache(bits: number): TwoLevelCache<Promise<WriteKek>> {
+    let cache = this.#writeKeks.get(bits);
+    if (!cache) {
+      cache = new TwoLevelCache(this.#lifetimeMs, this.#now);
+      this.#writeKeks.set(bits, cache);
+    }
+    return cache;
+  }
+
+  /** Every cache of this factory. */
+  #caches(): { removeToken(token: string): void; clear(): void }[] {
+    return [this.#clients, ...this.#writeKeks.values(), this.#readKeks];
   }
 
   /** The (cached) KMS client of a connection. */
@@ -117,6 +135,7 @@ export class CryptoFactory {
       throw new KmsConfigError("external key material needs the Parquet file path");
     }
     const store = internal ? undefined : KeyMaterialStore.empty(parquetPath!);
+    const kekLengthBits = config.kekLengthBits ?? 128;
     const wrapper = new FileKeyWrapper({
       kms: await this.kmsClient(c),
       kmsInstanceId: c.kmsInstanceId,
@@ -124,8 +143,8 @@ export class CryptoFactory {
       accessToken: c.keyAccessToken,
       doubleWrapping: config.doubleWrapping ?? true,
       dataKeyLengthBits: config.dataKeyLengthBits ?? 128,
-      kekLengthBits: config.kekLengthBits ?? 128,
-      kekCache: this.#writeKeks,
+      kekLengthBits,
+      kekCache: this.#writeKekCache(kekLengthBits),
       store,
       referenceSuffix: options.referenceSuffix,
     });
@@ -183,11 +202,11 @@ export class CryptoFactory {
 
   /** Forgets cached clients and KEKs of a token (for example after it was revoked). */
   removeCacheEntriesForToken(token: string): void {
-    for (const cache of [this.#clients, this.#writeKeks, this.#readKeks]) cache.removeToken(token);
+    for (const cache of this.#caches()) cache.removeToken(token);
   }
 
   /** Forgets every cached client and KEK. */
   removeCacheEntriesForAllTokens(): void {
-    for (const cache of [this.#clients, this.#writeKeks, this.#readKeks]) cache.clear();
+    for (const cache of this.#caches()) cache.clear();
   }
 }

@@ -36,6 +36,15 @@ export class PmeError extends Error {
     const Ctor = this.constructor as new (w: string, l: PmeLocation, h?: string) => PmeError;
     return new Ctor(this.what, { ...extra, ...this.location }, this.hint);
   }
+
+  /**
+   * Whether retrying the same call may succeed: never for engine errors (bytes, keys and options
+   * do not change by waiting). A key retriever's own errors, such as a KMS outage, pass through
+   * unchanged and say for themselves.
+   */
+  get retryable(): boolean {
+    return false;
+  }
 }
 
 function formatMessage(what: string, loc: PmeLocation, hint?: string): string {
@@ -71,3 +80,27 @@ export class PmeUnsupportedError extends PmeError {}
 
 /** The caller's options are invalid (bad key length, unknown column, conflicting settings). */
 export class PmeConfigError extends PmeError {}
+
+/**
+ * A transcode with encryption would write in plaintext columns that are encrypted in the input
+ * (they get no key in the new encryption), and the caller did not name them in
+ * `TranscodeOptions.decryptColumns`. Nothing is written. `columns` lists them (dotted leaf paths).
+ */
+export class PmeProtectionError extends PmeError {
+  /** The columns that would lose their encryption. */
+  readonly columns: readonly string[];
+
+  constructor(what: string, location: PmeLocation = {}, hint?: string, columns: readonly string[] = []) {
+    super(what, location, hint);
+    this.columns = columns;
+  }
+
+  override at(extra: PmeLocation): PmeProtectionError {
+    return new PmeProtectionError(this.what, { ...extra, ...this.location }, this.hint, this.columns);
+  }
+
+  /** The same error with another hint, for callers with their own vocabulary (command-line flags). */
+  withHint(hint: string): PmeProtectionError {
+    return new PmeProtectionError(this.what, this.location, hint, this.columns);
+  }
+}

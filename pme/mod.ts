@@ -37,4 +37,5 @@ export {
   type TranscodeResult,
 } from "./writer.ts";
 export { openParquetFile, transcodeFile } from "./files.ts";
+export { matchesColumn } from "./plan.ts";
 export { decodeStruct, encodeStruct, TStruct } from "./thrift.ts";

@@ -51,6 +51,16 @@ export interface TranscodeOptions {
    * columns whose key is missing are skipped and reported.
    */
   columns?: string[];
+  /**
+   * Columns (dotted leaf or parent paths) to write in plaintext although the input encrypts them.
+   * With `encryption`, a column that is encrypted in the input and gets no key in the output is
+   * refused (`PmeProtectionError`, nothing written) unless it is named here: a re-key never
+   * lowers a column's protection silently. Named columns are written in plaintext, also with
+   * uniform encryption (the others then keep the footer key); naming a column that is also given a
+   * column key is a `PmeConfigError`. Without `encryption` every column is written in
+   * plaintext (the explicit decrypt operation) and this is not needed.
+   */
+  decryptColumns?: string[];
   /** Write page CRCs on every page (default: keep CRCs where the input had them). */
   pageChecksums?: boolean;
   /** Progress callback: bytes of column chunks done / total. */
@@ -64,5 +74,7 @@ export interface TranscodeResult {
   columns: string[];
   /** Columns left out because their key was not available. */
   skippedColumns: string[];
+  /** Columns encrypted in the input and written in plaintext (named in `decryptColumns`, or all without `encryption`). */
+  decryptedColumns: string[];
   bytesWritten: number;
 }

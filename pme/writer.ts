@@ -90,12 +90,32 @@ function outputCrypto(
   };
 }
 
+/**
+ * ColumnMetaData fields a plaintext footer shows for an encrypted column: what readers without the
+ * column key need to skip or locate the chunk. Statistics, encoding stats, size and geospatial
+ * statistics describe the data and stay only in the encrypted copy, and so do fields this engine
+ * does not know (a newer format's statistics must not leak by being copied through).
+ */
+const SHOWN_IN_PLAINTEXT_FOOTER: ReadonlySet<number> = new Set([
+  CMD.type,
+  CMD.encodings,
+  CMD.pathInSchema,
+  CMD.codec,
+  CMD.numValues,
+  CMD.totalUncompressedSize,
+  CMD.totalCompressedSize,
+  CMD.keyValueMetadata,
+  CMD.dataPageOffset,
+  CMD.indexPageOffset,
+  CMD.dictionaryPageOffset,
+  CMD.bloomFilterOffset,
+  CMD.bloomFilterLength,
+]);
+
 /** Copy of ColumnMetaData without the fields that describe the data (plaintext-footer mode). */
 function redact(cmd: TStruct): TStruct {
   const r = cmd.clone();
-  for (const id of [CMD.statistics, CMD.encodingStats, CMD.sizeStatistics, CMD.geospatialStatistics]) {
-    r.delete(id);
-  }
+  r.fields = r.fields.filter((f) => SHOWN_IN_PLAINTEXT_FOOTER.has(f.id));
   return r;
 }
 
@@ -413,6 +433,7 @@ export async function transcode(
     rowGroups: reader.numRowGroups,
     columns: plan.columns.map((p) => p.dotted),
     skippedColumns: plan.skipped,
+    decryptedColumns: plan.decrypted,
     bytesWritten: sink.position,
   };
 }

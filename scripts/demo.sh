@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine (until the orchestration lands: the library-level pipeline).
+# The main job on a fresh machine: makes the machine ready (bootstrap), then runs `fhir-pme demo`
+# with the real Deno binary (./fhir-pme), so Ctrl-C and kill reach it. Usage: see ./fhir-pme demo --help
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
-exec node_modules/.bin/deno run -A scripts/demo.ts "$@"
+exec ./fhir-pme demo "$@"

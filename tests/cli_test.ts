@@ -7,7 +7,8 @@
  *   `--aad-prefix`, explicit `--footer-key`/`--column-key`, values checked by the vector checker;
  * - `encrypt` (uniform, column keys, AES_GCM_CTR_V1, plaintext footer, AAD prefix stored or not)
  *   and `rekey` (new keys, algorithm, footer mode, AAD prefix), decrypted back and compared row by
- *   row with the input;
+ *   row with the input; `rekey` refusing to write encrypted columns in plaintext unless named with
+ *   `--decrypt-column`;
  * - exit codes (0 success, 2 usage error, 1 runtime error), a single stderr line without stack
  *   trace on failure, no key material in any output, and no output or temporary file left behind
  *   by a failed run.
@@ -21,7 +22,7 @@ import { fileURLToPath } from "node:url";
 import { openParquetFile } from "../pme/mod.ts";
 import { assertSameRows } from "./fixtures/compare.ts";
 import { sqlString, withDuckDB } from "./fixtures/duckdb.ts";
-import { parquetWasmInputs } from "./fixtures/inputs.ts";
+import { MIXED_LEAVES, parquetWasmInputs, writeMixedInput } from "./fixtures/inputs.ts";
 import { withTempDir } from "./fixtures/tmp.ts";
 import {
   assertVectorValues,
@@ -376,21 +377,9 @@ Deno.test("cli: pme decrypt of the parquet-testing vectors", async (t) => {
 // encrypt, rekey
 
 /** A small plaintext input: 5000 rows in 3 row groups, strings, nulls, a struct and a list. */
-async function writeInput(file: string): Promise<void> {
-  await withDuckDB(async (conn) => {
-    await conn.run(
-      `COPY (SELECT i::INTEGER AS id,
-          CASE WHEN i % 5 = 0 THEN NULL ELSE 'name-' || (i % 37) END AS name,
-          i * 0.25 AS amount,
-          {'code': 'c' || (i % 7), 'n': i % 3} AS coding,
-          CASE WHEN i % 4 = 0 THEN [] ELSE [i, i + 1] END AS tags
-        FROM range(5000) r(i))
-       TO ${sqlString(file)} (FORMAT parquet, ROW_GROUP_SIZE 2048)`,
-    );
-  });
-}
+const writeInput = (file: string) => writeMixedInput(file, 5000);
 
-const LEAVES = ["id", "name", "amount", "coding.code", "coding.n", "tags.list.element"];
+const LEAVES = MIXED_LEAVES;
 
 Deno.test("cli: pme encrypt and rekey, decrypted back to the same rows", async (t) => {
   await withTempDir(async (dir) => {
@@ -572,6 +561,11 @@ Deno.test("cli: pme encrypt and rekey, decrypted back to the same rows", async (
           keySpec("nf", nf),
           "--new-column-key",
           `amount:${keySpec("nc", nc)}`,
+          // name and coding are encrypted in the input: plaintext only because they are named.
+          "--decrypt-column",
+          "name",
+          "--decrypt-column",
+          "coding",
           "--new-algorithm",
           "AES_GCM_CTR_V1",
           "--new-plaintext-footer",
@@ -676,6 +670,101 @@ Deno.test("cli: pme encrypt and rekey, decrypted back to the same rows", async (
       );
       await assertDir(path("rekey-fail"), []);
     });
+
+    await t.step(
+      "rekey never writes an encrypted column in plaintext unless named with --decrypt-column",
+      async () => {
+        // Every column under a column key.
+        const full = path("full.parquet");
+        ok(
+          await pme(
+            "encrypt",
+            input,
+            full,
+            "--footer-key",
+            kfArg,
+            ...["id", "name", "amount", "coding", "tags"].flatMap((c) => [
+              "--column-key",
+              `${c}:${keySpec(c === "name" ? "kc1" : "kc2", c === "name" ? kc1 : kc2)}`,
+            ]),
+          ),
+        );
+        const nf = keySpec("nf", testKey(16));
+        const nc = keySpec("nc", testKey(17));
+        const refused = path("rekey-refused");
+        await Deno.mkdir(refused);
+        const out = join(refused, "out.parquet");
+        const rekey = (file: string, ...args: string[]) =>
+          pme(
+            "rekey",
+            file,
+            out,
+            ...allKeys,
+            "--new-footer-key",
+            nf,
+            "--new-column-key",
+            `name:${nc}`,
+            ...args,
+          );
+        // One new column key: refused, the other five columns named with the two ways out.
+        for (const file of [full, path("uniform.parquet")]) {
+          fails(
+            await rekey(file),
+            1,
+            /PmeProtectionError/,
+            /columns id, amount, coding\.code, coding\.n, tags\.list\.element are encrypted in the input/,
+            /--new-column-key/,
+            /--decrypt-column/,
+          );
+          await assertDir(refused, []);
+        }
+        // Naming some of them: the others are still refused.
+        fails(
+          await rekey(full, "--decrypt-column", "id", "--decrypt-column", "coding"),
+          1,
+          /PmeProtectionError/,
+          /columns amount, tags\.list\.element are encrypted/,
+        );
+        fails(await rekey(full, "--decrypt-column", "nosuch"), 1, /PmeConfigError/, /nosuch/);
+        fails(await rekey(full, "--decrypt-column", "name"), 1, /PmeConfigError/, /name/);
+        await assertDir(refused, []);
+        // Each remaining column either gets a key or is named (parent path coding).
+        const r = ok(
+          await rekey(
+            full,
+            "--new-column-key",
+            `tags:${nc}`,
+            "--decrypt-column",
+            "id",
+            "--decrypt-column",
+            "coding",
+            "--decrypt-column",
+            "amount",
+          ),
+        );
+        assert.match(r.stderr, /written in plaintext as asked: id, amount, coding\.code, coding\.n/);
+        const o = await inspect(out, "--key", nf, "--key", nc);
+        assert.deepStrictEqual(columnsOf(o), {
+          id: null,
+          name: "nc",
+          amount: null,
+          "coding.code": null,
+          "coding.n": null,
+          "tags.list.element": "nc",
+        });
+        ok(await pme("decrypt", out, path("rekey-decrypt-column.out.parquet"), "--key", nf, "--key", nc));
+        await assertSameRows(input, path("rekey-decrypt-column.out.parquet"));
+        // Uniform output with --decrypt-column: that column in plaintext, the others under the footer key.
+        const uniformOut = path("rekey-uniform-decrypt.parquet");
+        ok(
+          await pme("rekey", full, uniformOut, ...allKeys, "--new-footer-key", nf, "--decrypt-column", "id"),
+        );
+        assert.deepStrictEqual(
+          ((await inspect(uniformOut, "--key", nf)).columns as InspectColumn[]).map((c) => [c.path, c.key]),
+          LEAVES.map((l) => [l, l === "id" ? null : "footer"]),
+        );
+      },
+    );
   });
 });
 

@@ -15,11 +15,12 @@
  */
 
 import assert from "node:assert";
+import { freePort } from "./fixtures/net.ts";
 import { join, relative } from "node:path";
 import * as arrow from "apache-arrow";
 import * as pw from "parquet-wasm";
-import { CryptoFactory } from "../kms/crypto_factory.ts";
-import { localKmsClientFactory } from "../kms/local_kms.ts";
+import type { CryptoFactory } from "../kms/crypto_factory.ts";
+import { openDataFolder } from "../app/data_folder.ts";
 import { fileSource, MemorySink, ParquetReader, transcode } from "../pme/mod.ts";
 import { generate, GENERATED_RESOURCE_TYPES, IDENTIFIERS_FILE } from "../fhir/generator.ts";
 import { type Manifest, MANIFEST_FILE, readLines } from "../fhir/convert/mod.ts";
@@ -27,6 +28,12 @@ import { Prng } from "../fhir/prng.ts";
 
 // deno-lint-ignore no-explicit-any
 type Json = Record<string, any>;
+
+// Default keystores of the data folders made here (by `serve` on first use) go to a private folder of
+// this test file, which the `serve`/`convert` subprocesses inherit.
+const CONFIG_DIR = await Deno.makeTempDir({ prefix: "fhir-e2e-config-" });
+Deno.env.set("FHIR_PME_CONFIG_DIR", CONFIG_DIR);
+globalThis.addEventListener("unload", () => Deno.removeSync(CONFIG_DIR, { recursive: true }));
 
 const LOG_ENTRY = "https://fhir-pme.example/identifier/log-entry";
 const DIET_LOG = "https://fhir-pme.example/CodeSystem/diet-log";
@@ -47,14 +54,6 @@ async function readNdjson(path: string): Promise<Json[]> {
   const out: Json[] = [];
   for await (const l of readLines(path)) if (l) out.push(JSON.parse(l));
   return out;
-}
-
-/** A port that was free a moment ago. */
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 function cliArgs(...args: string[]): string[] {
@@ -132,10 +131,10 @@ async function readLakeFile(factory: CryptoFactory, path: string): Promise<Json[
   }
 }
 
-/** Every row of every view in DIR/lake, decrypted with DIR/keystore.json. */
+/** Every row of every view in DIR/lake, decrypted with the keys of the folder's recorded keystore. */
 async function readLake(data: string): Promise<Record<string, Json[]>> {
   const lake = join(data, "lake");
-  const factory = new CryptoFactory(localKmsClientFactory(join(data, "keystore.json")));
+  const factory = (await openDataFolder(data)).kms.factory;
   const manifest = JSON.parse(await Deno.readTextFile(join(lake, MANIFEST_FILE))) as Manifest;
   const rows: Record<string, Json[]> = {};
   for (const f of manifest.files) {

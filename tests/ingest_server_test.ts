@@ -16,7 +16,10 @@ import {
 import { GroupCommitSink } from "../fhir/server/group_commit.ts";
 
 type Obj = Record<string, unknown>;
-type OO = { resourceType: string; issue: { severity: string; code: string; expression?: string[] }[] };
+type OO = {
+  resourceType: string;
+  issue: { severity: string; code: string; expression?: string[]; diagnostics?: string }[];
+};
 
 loadValidator();
 const gen = await generatedResources({ patients: 4, days: 3, seed: "ingest-server-test" });
@@ -120,8 +123,15 @@ Deno.test("update: PUT keeps the id, checks it against the body", async () => {
 Deno.test("bad single resources: status and OperationOutcome with the element path", async (t) => {
   const { sink, handler } = await setup();
   const post = (b: unknown, path = "/Observation") => handler(req("POST", path, b));
-  await t.step("invalid JSON → 400 structure", async () => {
-    await expectOutcome(await post('{"resourceType": "Observation", '), 400, "structure");
+  await t.step("invalid JSON → 400 structure, saying where", async () => {
+    const oo = await expectOutcome(await post('{"resourceType": "Observation", '), 400, "structure");
+    assert.ok(
+      oo.issue.some((i) =>
+        i.diagnostics ===
+          "The request body is not valid JSON: unexpected end of input (byte 32)"
+      ),
+      JSON.stringify(oo.issue),
+    );
   });
   await t.step("not an object → 400", async () => {
     await expectOutcome(await post("[1,2]"), 400, "structure");
@@ -434,6 +444,11 @@ Deno.test("$import: bad lines amid good ones reported by line number; good lines
       `line ${n} ${code}`,
     );
   at(5, "structure");
+  const diag = (n: number) => body.issue.find((i) => i.expression?.[0] === `line ${n}`)?.diagnostics;
+  assert.equal(
+    diag(5),
+    "line 5: The line is not valid JSON: expected a property name in double quotes (byte 1)",
+  );
   at(10, "code-invalid");
   assert.ok(
     body.issue.some((i) => i.expression?.[0] === "line 10" && i.expression.includes("Observation.status")),

@@ -11,6 +11,11 @@
  *   rotate DIR` (also `--rotate-master-keys`), `kms min-decryption-version --check DIR` refusing
  *   while key material (external, or internal to a Parquet file) needs old versions, `kms reencrypt`
  *   of the internal ones, every file decrypting to its values afterwards;
+ * - re-encryption keeps protection: `kms reencrypt` without key-tool options keeps external key
+ *   material (new references and wrapped keys only), double or single wrapping, data key length,
+ *   algorithm, footer mode and every column's master key; a reduced `--column-master-key` is refused
+ *   naming the columns, `--decrypt-column` writes exactly those in plaintext, explicit options
+ *   override and the output says what was kept and what changed;
  * - crash safety: `kms rotate DIR` and `kms reencrypt` killed with SIGKILL at random points; after
  *   every kill each file decrypts, key material files are never replaced by their temporary copies,
  *   temporary files are not taken for data, and a new run completes the work.
@@ -611,7 +616,20 @@ Deno.test("cli --kms local: keystore, encrypt, inspect, decrypt, a keystore lack
         [["pme", "decrypt", enc, out, ...kmsArgs, "--key", key], /--key cannot be combined/],
         [["kms", "rotate", dir], /needs --kms/],
         [["kms", "rotate", ...kmsArgs], /expects DIR/],
-        [["kms", "reencrypt", enc, ...kmsArgs], /--footer-master-key/],
+        [
+          ["kms", "reencrypt", enc, ...kmsArgs, "--external-key-material", "--internal-key-material"],
+          /--external-key-material and --internal-key-material exclude each other/,
+        ],
+        [
+          ["kms", "reencrypt", enc, ...kmsArgs, "--double-wrapping", "--no-double-wrapping"],
+          /--double-wrapping and --no-double-wrapping exclude each other/,
+        ],
+        [
+          ["kms", "reencrypt", enc, ...kmsArgs, "--plaintext-footer", "--encrypted-footer"],
+          /--plaintext-footer and --encrypted-footer exclude each other/,
+        ],
+        [["kms", "reencrypt", enc, ...kmsArgs, "--data-key-bits", "64"], /--data-key-bits/],
+        [["kms", "reencrypt", enc, ...kmsArgs, "--column-master-key", "identity"], /ID:col1,col2/],
         [["kms", "reencrypt", ...kmsArgs, ...FOOTER], /expects FILE/],
         [["kms", "min-decryption-version", "footer", "0", ...kmsArgs], /positive integer/],
         [["kms", "min-decryption-version", "footer", "2"], /needs --kms/],
@@ -757,7 +775,7 @@ Deno.test("cli: kms rotate / min-decryption-version --check / reencrypt over a f
       const r = ok(
         await cli.run(["kms", "reencrypt", ...paths, ...kmsArgs, ...FOOTER, ...SMALL_COLUMN_ARGS]),
       );
-      const lines = r.stdout.split("\n").filter(Boolean);
+      const lines = r.stdout.split("\n").filter((l) => l.startsWith("re-encrypted "));
       assert.deepStrictEqual(
         lines.map((l) => /^re-encrypted (.*): \d+ rows with fresh data keys$/.exec(l)?.[1]),
         paths,
@@ -819,6 +837,224 @@ Deno.test("cli: kms rotate / min-decryption-version --check / reencrypt over a f
         await assertDecryptsTo(ks, e.file, e.source, join(dir, "sample.parquet"));
       }
     });
+
+    await cli.assertNoKeyBytes([ks]);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------
+// 2b. Re-encryption keeps a file's protection
+
+/** Key material of every key of a file, by leaf (footer as ""), from `pme inspect --json`. */
+async function materials(cli: Cli, file: string, kmsArgs: string[]): Promise<Map<string, KeyMaterial>> {
+  const o = JSON.parse(ok(await cli.run(["pme", "inspect", file, ...kmsArgs, "--json"])).stdout);
+  const out = new Map<string, KeyMaterial>([["", await materialOf(o.footerKeyMetadata, file)]]);
+  for (const c of o.columns as InspectColumn[]) {
+    if (c.key === "column") out.set(c.path, await materialOf(c.keyMetadata!, file));
+  }
+  return out;
+}
+
+/** Leaf → "plaintext", "footer" or the master key id of its column key, from `pme inspect --json`. */
+async function masterKeys(cli: Cli, file: string, kmsArgs: string[]): Promise<Record<string, string>> {
+  const m = await materials(cli, file, kmsArgs);
+  const o = JSON.parse(ok(await cli.run(["pme", "inspect", file, ...kmsArgs, "--json"])).stdout);
+  return Object.fromEntries(
+    (o.columns as InspectColumn[]).map((c) => [
+      c.path,
+      c.key === "column" ? m.get(c.path)!.masterKeyId : c.key === "footer" ? "footer" : "plaintext",
+    ]),
+  );
+}
+
+Deno.test("cli: kms reencrypt without key-tool options keeps each file's protection; lowering it needs --decrypt-column", async (t) => {
+  await withTempDir(async (dir) => {
+    const cli = new Cli();
+    const ks = join(dir, "keystore.json");
+    await makeKeystore(ks);
+    const kmsArgs = kmsLocal(ks);
+    const [source] = await smallSources(dir, 1);
+    const data = join(dir, "data");
+    await Deno.mkdir(data);
+    const external = join(data, "external.parquet");
+    const internal = join(data, "internal.parquet");
+    const encrypt = (file: string, ...flags: string[]) =>
+      cli.run(["pme", "encrypt", source, file, ...kmsArgs, ...FOOTER, ...SMALL_COLUMN_ARGS, ...flags]);
+    ok(
+      await encrypt(
+        external,
+        "--external-key-material",
+        "--data-key-bits",
+        "256",
+        "--algorithm",
+        "AES_GCM_CTR_V1",
+        "--plaintext-footer",
+      ),
+    );
+    ok(await encrypt(internal, "--no-double-wrapping"));
+    const expectedKeys = {
+      id: "plaintext",
+      name: "identity",
+      mrn: "identity",
+      birth_date: "identity",
+      "obs.code": "clinical",
+      "obs.value": "clinical",
+      "tags.list.element": "clinical",
+    };
+    const before = {
+      external: await materials(cli, external, kmsArgs),
+      internal: await materials(cli, internal, kmsArgs),
+      externalStore: await KeyMaterialStore.load(external),
+    };
+    const scratch = join(dir, "scratch.parquet");
+
+    await t.step("no options: both files keep everything, with fresh data keys", async () => {
+      const r = ok(await cli.run(["kms", "reencrypt", external, internal, ...kmsArgs]));
+      const lines = r.stdout.split("\n");
+      const at = (file: string) => lines.findIndex((l) => l.startsWith(`re-encrypted ${file}: `));
+      assert(at(external) >= 0 && at(internal) > at(external), show(r));
+      const keptExternal = lines[at(external) + 1];
+      const keptInternal = lines[at(internal) + 1];
+      for (
+        const part of [
+          "footer key → footer",
+          "name, mrn, birth_date → identity",
+          "obs, tags → clinical",
+          "plaintext: id",
+          "AES_GCM_CTR_V1",
+          "plaintext footer",
+          "external key material",
+          "double wrapping",
+          "256-bit data keys",
+        ]
+      ) {
+        assert(keptExternal.startsWith("  kept: ") && keptExternal.includes(part), `${part}: ${show(r)}`);
+      }
+      for (
+        const part of [
+          "AES_GCM_V1",
+          "encrypted footer",
+          "internal key material",
+          "single wrapping",
+          "128-bit data keys",
+        ]
+      ) {
+        assert(keptInternal.startsWith("  kept: ") && keptInternal.includes(part), `${part}: ${show(r)}`);
+      }
+      assert.doesNotMatch(r.stdout, /changed:|written in plaintext/, show(r));
+
+      // External: still external, the key material file holds new references and new wrapped keys only.
+      const store = await KeyMaterialStore.load(external);
+      assert.strictEqual(store.refs().length, before.externalStore.refs().length);
+      for (const ref of store.refs()) {
+        assert(!before.externalStore.refs().includes(ref), `old reference ${ref} kept`);
+      }
+      const afterExternal = await materials(cli, external, kmsArgs);
+      for (const [leaf, m] of afterExternal) {
+        const old = before.external.get(leaf)!;
+        assert.deepStrictEqual([m.masterKeyId, m.doubleWrapping], [old.masterKeyId, true], leaf);
+        assert.notStrictEqual(m.wrappedDek, old.wrappedDek, leaf);
+      }
+      assert.deepStrictEqual([...afterExternal.keys()], [...before.external.keys()]);
+      assert.deepStrictEqual(await masterKeys(cli, external, kmsArgs), expectedKeys);
+      const o = JSON.parse(ok(await cli.run(["pme", "inspect", external, ...kmsArgs, "--json"])).stdout);
+      assert.deepStrictEqual([o.footer, o.algorithm], ["plaintext, signed", "AES_GCM_CTR_V1"]);
+      assert.strictEqual(JSON.parse(o.footerKeyMetadata).internalStorage, false);
+      const retriever = freshFactory(ks).fileDecryptionProperties({}, {}, external).keyRetriever!;
+      const dek = await retriever(te.encode(o.footerKeyMetadata), { kind: "footer", file: external });
+      assert.strictEqual(dek!.length, 32, "256-bit data keys");
+      await assertDecryptsTo(ks, external, source, scratch);
+
+      // Internal, single wrapping: no key material file appears; every key single-wrapped and new.
+      assert(!(await exists(keyMaterialPath(internal))));
+      const afterInternal = await materials(cli, internal, kmsArgs);
+      for (const [leaf, m] of afterInternal) {
+        assert.strictEqual(m.doubleWrapping, false, leaf);
+        assert.strictEqual(m.masterKeyId, before.internal.get(leaf)!.masterKeyId, leaf);
+        assert.notStrictEqual(m.wrappedDek, before.internal.get(leaf)!.wrappedDek, leaf);
+      }
+      assert.deepStrictEqual(await masterKeys(cli, internal, kmsArgs), expectedKeys);
+      await assertDecryptsTo(ks, internal, source, scratch);
+      assert.deepStrictEqual(await tree(data), [
+        basename(keyMaterialPath(external)),
+        "external.parquet",
+        "internal.parquet",
+      ]);
+    });
+
+    await t.step(
+      "a reduced column configuration is refused, naming the columns; nothing changes",
+      async () => {
+        const bytes = await Deno.readFile(internal);
+        const files = await tree(data);
+        fails(
+          await cli.run([
+            "kms",
+            "reencrypt",
+            internal,
+            ...kmsArgs,
+            ...FOOTER,
+            "--column-master-key",
+            "identity:name",
+          ]),
+          1,
+          /PmeProtectionError/,
+          /columns mrn, birth_date, obs\.code, obs\.value, tags\.list\.element are encrypted in the input/,
+          /--column-master-key/,
+          /--decrypt-column/,
+        );
+        assert.deepStrictEqual(await Deno.readFile(internal), bytes);
+        assert.deepStrictEqual(await tree(data), files);
+      },
+    );
+
+    await t.step("--decrypt-column writes exactly the named columns in plaintext", async () => {
+      const r = ok(
+        await cli.run([
+          "kms",
+          "reencrypt",
+          internal,
+          ...kmsArgs,
+          "--column-master-key",
+          "identity:name,mrn,birth_date",
+          "--decrypt-column",
+          "obs",
+          "--decrypt-column",
+          "tags",
+        ]),
+      );
+      assert.match(r.stdout, /written in plaintext as asked: obs\.code, obs\.value, tags\.list\.element/);
+      assert.match(r.stdout, /changed: .*plaintext: id, obs\.code, obs\.value, tags\.list\.element/);
+      assert.deepStrictEqual(await masterKeys(cli, internal, kmsArgs), {
+        ...expectedKeys,
+        "obs.code": "plaintext",
+        "obs.value": "plaintext",
+        "tags.list.element": "plaintext",
+      });
+      await assertDecryptsTo(ks, internal, source, scratch);
+    });
+
+    await t.step(
+      "explicit options override: external → internal key material, encrypted footer",
+      async () => {
+        const r = ok(
+          await cli.run([
+            "kms",
+            "reencrypt",
+            external,
+            ...kmsArgs,
+            "--internal-key-material",
+            "--encrypted-footer",
+          ]),
+        );
+        assert.match(r.stdout, /changed: .*encrypted footer \(was plaintext footer\)/);
+        assert.match(r.stdout, /changed: .*internal key material \(was external key material\)/);
+        assert.match(r.stdout, /kept: .*256-bit data keys/);
+        assert(!(await exists(keyMaterialPath(external))), "the key material file is gone");
+        assert.deepStrictEqual(await masterKeys(cli, external, kmsArgs), expectedKeys);
+        await assertDecryptsTo(ks, external, source, scratch);
+      },
+    );
 
     await cli.assertNoKeyBytes([ks]);
   });

@@ -840,5 +840,5 @@ Deno.test("cli: kms area errors and help", async () => {
   const help = await run("kms", "help");
   assert.strictEqual(help.code, 0);
   assert.match(help.stdout, /kms local <command>/);
-  assert.match((await run("help")).stdout, /kms +Key management/);
+  assert.match((await run("help")).stdout, /kms +key management/);
 });

@@ -11,12 +11,19 @@
  * re-compressed). The final plaintext file's pages equal the original's byte for byte. A re-key whose
  * decryption lacks some column keys skips and reports exactly those columns.
  *
+ * A re-key never writes a column encrypted in the input in plaintext unless `decryptColumns` names it
+ * (`PmeProtectionError` naming the columns, nothing written; with column keys and with uniform
+ * inputs), named columns (leaf or parent paths) are the only plaintext ones, also next to uniform
+ * encryption, and contradictory or unknown names are config errors. A re-key to a plaintext footer
+ * shows no statistics and no unknown ColumnMetaData fields of encrypted columns.
+ *
  * @module
  */
 
 import assert from "node:assert";
 import { join } from "node:path";
 import {
+  decodeStruct,
   type DecryptionOptions,
   encodeStruct,
   type EncryptionOptions,
@@ -28,10 +35,10 @@ import {
   PmeKeyMissingError,
   transcodeFile,
 } from "../pme/mod.ts";
-import { CMD, OI, PL, RG, rowGroups } from "../pme/metadata.ts";
+import { CC, CMD, columnChunks, OI, PL, RG, rowGroups } from "../pme/metadata.ts";
 import type { TStruct } from "../pme/thrift.ts";
 import { assertSameRows } from "./fixtures/compare.ts";
-import { allInputs, type InputFile } from "./fixtures/inputs.ts";
+import { allInputs, type InputFile, MIXED_LEAVES, writeMixedInput } from "./fixtures/inputs.ts";
 import { withTempDir } from "./fixtures/tmp.ts";
 
 const te = new TextEncoder();
@@ -197,6 +204,8 @@ interface Stage {
   name: string;
   file: string;
   encryption?: EncryptionOptions;
+  /** Columns encrypted in the previous stage that this one writes in plaintext on purpose. */
+  decryptColumns?: string[];
   decryption: DecryptionOptions;
 }
 
@@ -270,7 +279,13 @@ async function runChain(t: Deno.TestContext, o: Original, dir: string): Promise<
 
   const plain: Stage = { name: "plaintext", file: o.input.file, decryption: {} };
   const A: Stage = { name: "A", file: p("A.parquet"), encryption: encA, decryption: decryptionFor(o, encA) };
-  const B: Stage = { name: "B", file: p("B.parquet"), encryption: encB, decryption: decryptionFor(o, encB) };
+  const B: Stage = {
+    name: "B",
+    file: p("B.parquet"),
+    encryption: encB,
+    decryptColumns: [d],
+    decryption: decryptionFor(o, encB),
+  };
   const C: Stage = { name: "C", file: p("C.parquet"), encryption: encC, decryption: decryptionFor(o, encC) };
   const F: Stage = { name: "final plaintext", file: p("F.parquet"), decryption: {} };
 
@@ -278,6 +293,7 @@ async function runChain(t: Deno.TestContext, o: Original, dir: string): Promise<
   const step = async (from: Stage, to: Stage) => {
     const res = await transcodeFile(from.file, to.file, from.decryption, {
       encryption: to.encryption,
+      decryptColumns: to.decryptColumns,
       durable: false,
     });
     assert.deepStrictEqual(res.skippedColumns, []);
@@ -497,5 +513,271 @@ Deno.test("rekey: PME → PME, plaintext → PME and PME → plaintext keep rows
         await runChain(t, await readOriginal(input), work);
       });
     }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------
+// A re-key never writes an encrypted column in plaintext unless the caller names it
+
+/** Leaves of the small DuckDB input written by {@link writeSmallInput}. */
+const SMALL_LEAVES = MIXED_LEAVES;
+
+/** 3000 rows in 2 row groups with statistics: ints, strings with nulls, a struct and a list. */
+const writeSmallInput = (file: string) => writeMixedInput(file, 3000);
+
+/** Protection of each leaf of `file`: "none", "footer-key" or "column-key". */
+async function protectionOf(file: string, options: DecryptionOptions): Promise<Record<string, string>> {
+  const r = await openParquetFile(file, options);
+  try {
+    return Object.fromEntries(r.columns.map((c) => [c.dotted, c.encryption]));
+  } finally {
+    r.close();
+  }
+}
+
+/** Names of the entries of `dir`, sorted. */
+async function listDir(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const e of Deno.readDir(dir)) out.push(e.name);
+  return out.sort();
+}
+
+/** Awaits a rejection and returns the error. */
+async function rejection(p: Promise<unknown>): Promise<Error & Record<string, unknown>> {
+  try {
+    await p;
+  } catch (e) {
+    return e as Error & Record<string, unknown>;
+  }
+  throw new assert.AssertionError({ message: "expected a rejection, the promise resolved" });
+}
+
+Deno.test("rekey: a column encrypted in the input is never written in plaintext unless named in decryptColumns", async (t) => {
+  await withTempDir(async (dir) => {
+    const input = join(dir, "input.parquet");
+    await writeSmallInput(input);
+    const kf = randomKey(16);
+    const kc = randomKey(32);
+    // Every column under a column key ("fully encrypted"), and the uniform variant.
+    const full = join(dir, "full.parquet");
+    await transcodeFile(input, full, {}, {
+      encryption: {
+        footerKey: kf,
+        footerKeyMetadata: te.encode("kf"),
+        columnKeys: Object.fromEntries(
+          ["id", "name", "amount", "coding", "tags"].map((
+            c,
+          ) => [c, { key: kc, keyMetadata: te.encode("kc") }]),
+        ),
+      },
+      durable: false,
+    });
+    const uniform = join(dir, "uniform.parquet");
+    await transcodeFile(input, uniform, {}, { encryption: { footerKey: kf }, durable: false });
+    const fullKeys: DecryptionOptions = {
+      footerKey: kf,
+      columnKeys: Object.fromEntries(SMALL_LEAVES.map((l) => [l, kc])),
+    };
+    const nf = randomKey(16);
+    const nc = randomKey(16);
+    const oneColumnKey: EncryptionOptions = { footerKey: nf, columnKeys: { name: { key: nc } } };
+    const out = join(dir, "out", "rekeyed.parquet");
+    await Deno.mkdir(join(dir, "out"));
+
+    for (
+      const [label, file, keys] of [["column keys", full, fullKeys], ["uniform", uniform, {
+        footerKey: kf,
+      }]] as const
+    ) {
+      await t.step(
+        `${label}: one new column key → refused, the other columns named, nothing written`,
+        async () => {
+          const e = await rejection(
+            transcodeFile(file, out, keys, { encryption: oneColumnKey, durable: false }),
+          );
+          assert.strictEqual(e.name, "PmeProtectionError", e.message);
+          const others = SMALL_LEAVES.filter((l) => l !== "name");
+          assert.deepStrictEqual(e.columns, others);
+          assert.match(e.message, /id, amount, coding\.code, coding\.n, tags\.list\.element/);
+          assert.match(e.message, /columnKeys/);
+          assert.match(e.message, /decryptColumns/);
+          assert.match(e.message, new RegExp(file.replaceAll(".", "\\.")));
+          assert.strictEqual(e.retryable, false);
+          assert.deepStrictEqual(await listDir(join(dir, "out")), [], "no output, no temporary file");
+          // Naming some of them is not enough: the rest are still named.
+          const partly = await rejection(
+            transcodeFile(file, out, keys, {
+              encryption: oneColumnKey,
+              decryptColumns: ["id", "coding"],
+              durable: false,
+            }),
+          );
+          assert.strictEqual(partly.name, "PmeProtectionError");
+          assert.deepStrictEqual(partly.columns, ["amount", "tags.list.element"]);
+          assert.deepStrictEqual(await listDir(join(dir, "out")), []);
+        },
+      );
+    }
+
+    await t.step("decryptColumns (leaf and parent paths) writes exactly those in plaintext", async () => {
+      const res = await transcodeFile(full, out, fullKeys, {
+        encryption: { ...oneColumnKey, columnKeys: { name: { key: nc }, tags: { key: nc } } },
+        decryptColumns: ["id", "amount", "coding"],
+        durable: false,
+      });
+      assert.deepStrictEqual(res.decryptedColumns, ["id", "amount", "coding.code", "coding.n"]);
+      const newKeys = { footerKey: nf, columnKeys: { name: nc, "tags.list.element": nc } };
+      assert.deepStrictEqual(await protectionOf(out, newKeys), {
+        id: "none",
+        name: "column-key",
+        amount: "none",
+        "coding.code": "none",
+        "coding.n": "none",
+        "tags.list.element": "column-key",
+      });
+      const plain = join(dir, "plain.parquet");
+      await transcodeFile(out, plain, newKeys, { durable: false });
+      await assertSameRows(input, plain);
+      await Deno.remove(out);
+    });
+
+    await t.step(
+      "uniform output with decryptColumns: those in plaintext, the rest under the footer key",
+      async () => {
+        await transcodeFile(full, out, fullKeys, {
+          encryption: { footerKey: nf },
+          decryptColumns: ["id"],
+          durable: false,
+        });
+        assert.deepStrictEqual(await protectionOf(out, { footerKey: nf }), {
+          id: "none",
+          name: "footer-key",
+          amount: "footer-key",
+          "coding.code": "footer-key",
+          "coding.n": "footer-key",
+          "tags.list.element": "footer-key",
+        });
+        const plain = join(dir, "plain-uniform.parquet");
+        await transcodeFile(out, plain, { footerKey: nf }, { durable: false });
+        await assertSameRows(input, plain);
+        await Deno.remove(out);
+      },
+    );
+
+    await t.step(
+      "decryptColumns naming an unknown column, or a column given a key, is a config error",
+      async () => {
+        for (
+          const decryptColumns of [["nosuch"], ["name"], ["coding.code", "nosuch.leaf"]]
+        ) {
+          const e = await rejection(
+            transcodeFile(full, out, fullKeys, {
+              encryption: oneColumnKey,
+              decryptColumns,
+              durable: false,
+            }),
+          );
+          assert.strictEqual(e.name, "PmeConfigError", e.message);
+          assert.match(e.message, decryptColumns.includes("name") ? /name/ : /nosuch/);
+        }
+        assert.deepStrictEqual(await listDir(join(dir, "out")), []);
+      },
+    );
+
+    await t.step(
+      "without encryption (pme decrypt) every column is written in plaintext as asked",
+      async () => {
+        const res = await transcodeFile(full, out, fullKeys, { durable: false });
+        assert.deepStrictEqual(res.columns, SMALL_LEAVES);
+        assert.deepStrictEqual(
+          await protectionOf(out, {}),
+          Object.fromEntries(SMALL_LEAVES.map((l) => [l, "none"])),
+        );
+        await Deno.remove(out);
+      },
+    );
+  });
+});
+
+Deno.test("rekey to a plaintext footer: encrypted columns show no statistics and no unknown metadata fields", async () => {
+  await withTempDir(async (dir) => {
+    const input = join(dir, "input.parquet");
+    await writeSmallInput(input);
+    // The input's ColumnMetaData carry a field this engine does not know (id 99, as a future
+    // statistics field would be); it must not appear in a plaintext footer for encrypted columns.
+    const marked = join(dir, "marked.parquet");
+    const bytes = await Deno.readFile(input);
+    const footerLength = new DataView(bytes.buffer, bytes.length - 8, 4).getUint32(0, true);
+    const footerStart = bytes.length - 8 - footerLength;
+    const fmd = decodeStruct(bytes.subarray(footerStart, bytes.length - 8)).struct;
+    for (const g of rowGroups(fmd)) {
+      for (const chunk of columnChunks(g)) chunk.struct(CC.metaData)!.setBin(99, te.encode("secret-stat"));
+    }
+    const footer = encodeStruct(fmd);
+    const length = new Uint8Array(4);
+    new DataView(length.buffer).setUint32(0, footer.length, true);
+    await Deno.writeFile(
+      marked,
+      new Uint8Array([...bytes.subarray(0, footerStart), ...footer, ...length, ...te.encode("PAR1")]),
+    );
+    const kf = randomKey(16);
+    const kc = randomKey(16);
+    const encrypted = join(dir, "encrypted.parquet");
+    await transcodeFile(marked, encrypted, {}, {
+      encryption: { footerKey: kf, columnKeys: { name: { key: kc }, coding: { key: kc } } },
+      durable: false,
+    });
+    const keys = { footerKey: kf, columnKeys: { name: kc, "coding.code": kc, "coding.n": kc } };
+    const nf = randomKey(16);
+    const nc = randomKey(16);
+    const signed = join(dir, "signed.parquet");
+    await transcodeFile(encrypted, signed, keys, {
+      encryption: {
+        footerKey: nf,
+        columnKeys: { name: { key: nc }, coding: { key: nc } },
+        plaintextFooter: true,
+      },
+      decryptColumns: [],
+      durable: false,
+    });
+    // Without any key: the plaintext footer.
+    const keyless = await openParquetFile(signed, { checkFooterIntegrity: false });
+    const keyed = await openParquetFile(signed, {
+      footerKey: nf,
+      columnKeys: { name: nc, "coding.code": nc, "coding.n": nc },
+    });
+    try {
+      assert.strictEqual(keyless.mode, "signed");
+      for (const [i, g] of rowGroups(keyless.metadata).entries()) {
+        for (const [col, chunk] of columnChunks(g).entries()) {
+          const where = `row group ${i} column ${keyless.columns[col].dotted}`;
+          const meta = chunk.struct(CC.metaData)!;
+          const full = await keyed.columnMetaData(i, col);
+          assert(full.has(99), `${where}: the encrypted copy keeps every field`);
+          if (keyless.columns[col].encryption === "none") {
+            assert(meta.has(CMD.statistics), `${where}: plaintext columns keep their statistics`);
+            continue;
+          }
+          for (
+            const id of [CMD.statistics, CMD.encodingStats, CMD.sizeStatistics, CMD.geospatialStatistics, 99]
+          ) {
+            assert(!meta.has(id), `${where}: field ${id} in the plaintext footer`);
+          }
+          assert(full.has(CMD.statistics), `${where}: statistics kept in the encrypted copy`);
+          assert.strictEqual(meta.int(CMD.numValues), full.int(CMD.numValues));
+        }
+      }
+    } finally {
+      keyless.close();
+      keyed.close();
+    }
+    const plain = join(dir, "plain.parquet");
+    await transcodeFile(signed, plain, {
+      footerKey: nf,
+      columnKeys: { name: nc, "coding.code": nc, "coding.n": nc },
+    }, {
+      durable: false,
+    });
+    await assertSameRows(input, plain);
   });
 });

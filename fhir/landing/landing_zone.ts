@@ -100,6 +100,16 @@ export interface OpenSegmentInfo {
 const DEFAULT_MAX_BYTES = 64 * 1024 * 1024;
 const DEFAULT_MAX_AGE_MS = 300_000;
 const LOCK_FILE = ".lock";
+
+/** The pid written into a held lock file by its owner, when readable. */
+async function lockOwner(path: string): Promise<number | undefined> {
+  try {
+    const m = /^(\d{1,10})\n/.exec(await Deno.readTextFile(path));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
 const te = new TextEncoder();
 
 function isManifestTemp(name: string): boolean {
@@ -214,10 +224,21 @@ export class LandingZone {
     });
     try {
       if (!await lock.tryLock(true)) {
-        throw new LandingStateError(`landing directory ${dir} is in use by another landing zone`, {
-          hint: "one process (one LandingZone) owns a landing directory at a time",
-        });
+        const owner = await lockOwner(join(dir, LOCK_FILE));
+        throw new LandingStateError(
+          `landing directory ${dir} is in use by another process${owner ? ` (pid ${owner})` : ""}, ` +
+            "normally a running ingest server (fhir-pme serve) on the same data folder",
+          {
+            hint:
+              `one process owns a landing zone at a time: stop that process (Ctrl-C in its terminal, or kill -TERM ${
+                owner ?? "PID"
+              }; it seals its open segments) and run the command again`,
+          },
+        );
       }
+      // Tell a second process who holds the lock (diagnostics only; the lock itself is the flock).
+      await lock.truncate(0);
+      await lock.write(new TextEncoder().encode(`${Deno.pid}\n`));
       const { manifest, report } = await LandingZone.#recover(dir, kms, options);
       return new LandingZone(dir, kms, masterKeyId, lock, manifest, report, options);
     } catch (e) {

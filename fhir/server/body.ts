@@ -6,6 +6,7 @@
  */
 
 import { HttpError } from "./errors.ts";
+import { describeJsonError } from "./json_error.ts";
 
 /**
  * Reads the whole body, at most `maxBytes`: a larger Content-Length is refused before reading, and a
@@ -57,14 +58,14 @@ export function parseJsonBody(bytes: Uint8Array): unknown {
   try {
     text = utf8.decode(bytes);
   } catch {
-    throw HttpError.of(400, "structure", "The request body is not valid UTF-8");
+    throw HttpError.of(400, "structure", `The request body is ${describeJsonError(bytes)}`);
   }
   if (text.trim() === "") throw HttpError.of(400, "structure", "The request body is empty");
   try {
     return JSON.parse(text);
   } catch {
     // JSON.parse messages quote the input: never pass them on.
-    throw HttpError.of(400, "structure", "The request body is not valid JSON");
+    throw HttpError.of(400, "structure", `The request body is ${describeJsonError(bytes)}`);
   }
 }
 

@@ -10,6 +10,7 @@
 
 import { httpStatusForIssues, isValid, validateResource } from "../validate.ts";
 import { parseJsonBody } from "./body.ts";
+import { describeJsonError } from "./json_error.ts";
 import { HttpError, issue, type ServerIssue } from "./errors.ts";
 
 type Obj = Record<string, unknown>;
@@ -206,7 +207,7 @@ function isBlank(bytes: Uint8Array): boolean {
 /**
  * Checks every line of a batch, in order. A line is an update when it has a string id (kept), else a
  * create (new UUID). Blank lines (whitespace only) are reported as `blank`, lines that are not UTF-8 JSON
- * as a `structure` issue.
+ * as a `structure` issue saying which (not UTF-8, or not JSON and why) and at which byte.
  */
 export function prepareLines(scope: PrepareScope, job: LineJob): LineResult[] {
   const out: LineResult[] = new Array(job.ends.length);
@@ -228,7 +229,7 @@ export function prepareLines(scope: PrepareScope, job: LineJob): LineResult[] {
       value = JSON.parse(utf8.decode(bytes));
     } catch {
       // JSON.parse messages quote the input: never pass them on.
-      out[i] = { k: "bad", issues: [issue("structure", "The line is not valid UTF-8 JSON")] };
+      out[i] = { k: "bad", issues: [issue("structure", `The line is ${describeJsonError(bytes)}`)] };
       continue;
     }
     const r = prepareResource(
