@@ -21,7 +21,6 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { openParquetFile } from "../pme/mod.ts";
 import { assertSameRows } from "./fixtures/compare.ts";
-import { sqlString, withDuckDB } from "./fixtures/duckdb.ts";
 import { MIXED_LEAVES, parquetWasmInputs, writeMixedInput } from "./fixtures/inputs.ts";
 import { withTempDir } from "./fixtures/tmp.ts";
 import {
